@@ -1,0 +1,39 @@
+# Two commands matter: `make run` and `make test` (see README). Both create the virtual
+# environment on first use from the pinned requirements.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PLATFORM_HOME ?= $(CURDIR)/.platform
+export DAGSTER_HOME ?= $(PLATFORM_HOME)/dagster
+HOST ?= 127.0.0.1
+PORT ?= 3000
+
+.PHONY: run test lint bench seed freeze clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(PY) -m cli seed
+	$(PY) -m cli dagster-home
+	$(VENV)/bin/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+test: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) bench/staging_bench.py
+	$(PY) bench/sensor_bench.py
+
+freeze: $(VENV)/.installed
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > requirements.txt.new && mv requirements.txt.new requirements.txt
+
+clean:
+	rm -rf $(VENV) .platform

@@ -1,0 +1,1 @@
+"""Asset factories: zone declarations become landing, staging and quarantine assets and sensors."""

@@ -1,0 +1,465 @@
+"""Streaming landing → staging: read a delivered CSV in batches, type it, validate it against the
+compiled contract, and write clean rows to staging and failing rows to quarantine, in one pass
+with bounded memory.
+
+Fast path: pyarrow's streaming CSV reader (every column read as text) → polars parse → pandera
+validation per batch → two Parquet writers. When every record is one physical line, a record's
+line number is its index + 2 (the header is line 1).
+
+Slow path, only for files the fast path cannot read exactly (rows with the wrong number of fields,
+unbalanced quotes, blank lines, bytes that are not valid in the declared encoding): one
+line-by-line pass quarantines those lines with their exact line numbers and hands the remaining
+lines, with their numbers, to the same fast path. One bad line never costs the rest of the file.
+
+Whole-file problems (empty file, missing or duplicated columns, unexpected columns when the
+contract rejects them) raise :class:`FileRejected`; nothing is written.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+import pandera.polars as pa
+import polars as pl
+import pyarrow as pa_arrow
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from assets.zones import CsvOptions
+from checks.contract import CompiledContract, HeaderMatch
+
+BLOCK_SIZE = 8 << 20  # bytes of CSV per batch: ~80k TLC rows, a few tens of MB in memory
+HEADER_LIMIT = 1 << 20
+SOURCE_FILE, SOURCE_LINE = "_source_file", "_source_line"
+Q_COLUMNS, Q_RULES, Q_ERRORS, Q_RAW = "_failed_columns", "_failed_rules", "_errors", "_raw_record"
+
+
+class FileRejected(Exception):
+    """The delivered file as a whole does not fit its dataset; it stays in landing, unstaged."""
+
+    def __init__(self, source_file: str, dataset: str, reason: str, **details: object):
+        self.source_file, self.dataset, self.reason, self.details = source_file, dataset, reason, details
+        super().__init__(f"{source_file} rejected for dataset {dataset}: {reason}")
+
+
+@dataclass
+class StagingResult:
+    rows_read: int = 0
+    rows_staged: int = 0
+    rows_quarantined: int = 0
+    violations: Counter = field(default_factory=Counter)  # "column: rule" → rows
+    examples: list[str] = field(default_factory=list)  # a few quarantine reasons, for people
+    header: HeaderMatch | None = None
+    slow_path: bool = False
+
+    @property
+    def quarantine_ratio(self) -> float:
+        return self.rows_quarantined / self.rows_read if self.rows_read else 0.0
+
+
+class _NeedsSlowPath(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+# Header
+
+
+def read_header(head: bytes, opts: CsvOptions, source_file: str, dataset: str) -> list[str]:
+    if not head:
+        raise FileRejected(source_file, dataset, "the file is empty (0 bytes)")
+    encoding = "utf-8-sig" if codecs.lookup(opts.encoding).name == "utf-8" else opts.encoding
+    end = head.find(b"\n")
+    if end < 0 and len(head) >= HEADER_LIMIT:
+        raise FileRejected(source_file, dataset, f"no end of header line in the first {HEADER_LIMIT} bytes")
+    line = head if end < 0 else head[:end]
+    try:
+        text = line.decode(encoding).rstrip("\r")
+    except UnicodeDecodeError as e:
+        raise FileRejected(
+            source_file, dataset, f"line 1 (header): bytes not valid {opts.encoding} at byte {e.start}"
+        ) from None
+    if not text.strip():
+        raise FileRejected(source_file, dataset, "line 1 (header) is blank")
+    return next(csv.reader([text], delimiter=opts.delimiter, quotechar=opts.quote_char))
+
+
+def check_header(contract: CompiledContract, header: list[str], source_file: str) -> HeaderMatch:
+    match = contract.match_header(header)
+    unexpected = match.unexpected if contract.spec.unexpected_columns == "reject" else []
+    if match.missing or match.duplicated or unexpected:
+        parts = []
+        if match.missing:
+            parts.append(f"missing columns: {', '.join(match.missing)}")
+        if unexpected:
+            parts.append(f"unexpected columns: {', '.join(unexpected)}")
+        if match.duplicated:
+            parts.append(f"duplicated columns: {', '.join(match.duplicated)}")
+        raise FileRejected(
+            source_file,
+            contract.dataset,
+            "the header does not match the contract (" + "; ".join(parts) + ")",
+            missing_columns=match.missing,
+            unexpected_columns=unexpected,
+            duplicated_columns=match.duplicated,
+        )
+    return match
+
+
+# --------------------------------------------------------------------------------------------
+# Output schemas
+
+
+def staging_schema(contract: CompiledContract) -> pa_arrow.Schema:
+    empty = pl.DataFrame(schema={**contract.polars_schema(), SOURCE_FILE: pl.String, SOURCE_LINE: pl.Int64})
+    return empty.to_arrow().schema
+
+
+def quarantine_schema(contract: CompiledContract) -> pa_arrow.Schema:
+    cols = {SOURCE_FILE: pl.String, SOURCE_LINE: pl.Int64, Q_COLUMNS: pl.List(pl.String),
+            Q_RULES: pl.List(pl.String), Q_ERRORS: pl.String}
+    cols.update({c: pl.String for c in contract.columns})
+    cols[Q_RAW] = pl.String
+    return pl.DataFrame(schema=cols).to_arrow().schema
+
+
+# --------------------------------------------------------------------------------------------
+# The engine
+
+
+class _Stager:
+    def __init__(self, contract: CompiledContract, opts: CsvOptions, source_file: str,
+                 staging: pq.ParquetWriter, quarantine: pq.ParquetWriter):
+        self.contract, self.opts, self.source_file = contract, opts, source_file
+        self.staging, self.quarantine = staging, quarantine
+        self.q_schema = quarantine.schema
+        self.s_schema = staging.schema
+        self.result = StagingResult()
+        self.seen_keys: set[int] = set()
+        spec = contract.spec.columns
+        self.typed_columns = [c for c in contract.columns if spec[c].type != "string"]
+        self.rule_columns = {r: sorted(set(e.meta.root_names())) for r, e in contract.rules.items()}
+        self.pii_columns = [c for c, col in spec.items() if col.pii]
+        # A rule over PII columns must not print their values either.
+        self.pii_columns += [", ".join(cols) for cols in self.rule_columns.values() if set(cols) & set(self.pii_columns)]
+
+    # -- batches ------------------------------------------------------------------------------
+    def process(self, raw: pl.DataFrame, lines: np.ndarray) -> None:
+        """``raw``: target-named text columns; ``lines``: each row's line number in the file."""
+        n = raw.height
+        self.result.rows_read += n
+        typed = raw.select(list(self.contract.parse.values()))
+        failures = [self._type_failures(raw, typed), self._pandera_failures(typed)]
+        if self.contract.spec.unique_key:
+            failures.append(self._duplicate_keys(typed))
+        fails = pl.concat([f for f in failures if f is not None and f.height], how="vertical")  \
+            if any(f is not None and f.height for f in failures) else None
+        line_col = pl.Series(SOURCE_LINE, lines, dtype=pl.Int64)
+        if fails is None:
+            self._write_staging(typed, line_col)
+            return
+        # A value that failed to parse is reported as such, not again as a null.
+        typed_fail = fails.filter(pl.col("rule").str.starts_with("type("))
+        fails = fails.join(
+            typed_fail.select("idx", "column").with_columns(pl.lit("not_nullable").alias("rule")),
+            on=["idx", "column", "rule"], how="anti",
+        )
+        for col, rule, cnt in fails.group_by("column", "rule").agg(pl.col("idx").n_unique()).iter_rows():
+            self.result.violations[f"{col}: {rule}"] += cnt
+        # Quarantine keeps original values (it is a restricted zone); messages that leave it, as
+        # examples in Dagster metadata, show PII columns masked.
+        value = pl.col("value").fill_null("null")
+        masked = pl.when(pl.col("column").is_in(self.pii_columns)).then(pl.lit("<pii>")).otherwise(value)
+        per_row = (
+            fails.with_columns(
+                (pl.col("column") + ": " + pl.col("rule") + " (value " + value + ")").alias("msg"),
+                (pl.col("column") + ": " + pl.col("rule") + " (value " + masked + ")").alias("public"),
+            )
+            .group_by("idx", maintain_order=True)
+            .agg(pl.col("column").alias(Q_COLUMNS), pl.col("rule").alias(Q_RULES),
+                 pl.col("msg").str.join("; ").alias(Q_ERRORS), pl.col("public").str.join("; "))
+            .sort("idx")
+        )
+        bad_idx = per_row["idx"]
+        mask = np.zeros(n, dtype=bool)
+        mask[bad_idx.to_numpy()] = True
+        keep = pl.Series(~mask)
+        self._write_staging(typed.filter(keep), line_col.filter(keep))
+        q = raw.with_row_index("idx").join(per_row, on="idx", how="inner").sort("idx")
+        q = q.with_columns(
+            pl.lit(self.source_file).alias(SOURCE_FILE),
+            pl.Series(SOURCE_LINE, lines[q["idx"].to_numpy()], dtype=pl.Int64),
+            pl.lit(None, dtype=pl.String).alias(Q_RAW),
+        )
+        self._write_quarantine(q)
+        if len(self.result.examples) < 5:
+            for line, err in zip(q[SOURCE_LINE].to_list(), q["public"].to_list(), strict=True):
+                if len(self.result.examples) < 5:
+                    self.result.examples.append(f"line {line}: {err}")
+
+    def _type_failures(self, raw: pl.DataFrame, typed: pl.DataFrame) -> pl.DataFrame | None:
+        spec = self.contract.spec.columns
+        if not self.typed_columns:
+            return None
+        masks = pl.DataFrame({c: raw[c].is_not_null() & typed[c].is_null() for c in self.typed_columns})
+        any_bad = masks.select(pl.any_horizontal(pl.all())).to_series()
+        if not any_bad.any():
+            return None
+        rows = []
+        for c in self.typed_columns:
+            idx = masks[c].arg_true()
+            if idx.len():
+                formats = spec[c].formats
+                rule = f"type({spec[c].type})" if not formats else f"type({spec[c].type} as {' or '.join(formats)})"
+                rows.append(pl.DataFrame({"idx": idx.cast(pl.UInt32), "column": c, "rule": rule,
+                                          "value": raw[c].gather(idx)}))
+        return pl.concat(rows)
+
+    def _pandera_failures(self, typed: pl.DataFrame) -> pl.DataFrame | None:
+        try:
+            self.contract.schema.validate(typed, lazy=True)
+            return None
+        except pa.errors.SchemaErrors as e:
+            fc = e.failure_cases
+        if fc["index"].null_count():
+            # A failure without a row (e.g. a dtype mismatch) is a bug in the compiled contract.
+            raise RuntimeError(f"contract {self.contract.dataset} failed on the whole batch: {fc}")
+        rule_cols = pl.col("check").replace_strict(
+            {r: ", ".join(c) for r, c in self.rule_columns.items()}, default=None
+        )
+        out = fc.select(
+            pl.col("index").cast(pl.UInt32).alias("idx"),
+            pl.when(pl.col("schema_context") == "DataFrameSchema").then(rule_cols)
+            .otherwise(pl.col("column")).fill_null("*").alias("column"),
+            pl.col("check").alias("rule"),
+            pl.when(pl.col("schema_context") == "DataFrameSchema").then(None)
+            .otherwise(pl.col("failure_case")).cast(pl.String).alias("value"),
+        )
+        # A row rule's "value" is the values of the columns it reads: ``a=1, b=2``.
+        parts = [out.filter(pl.col("value").is_not_null() | ~pl.col("rule").is_in(list(self.rule_columns)))]
+        for rule, cols in self.rule_columns.items():
+            hit = out.filter(pl.col("rule") == rule, pl.col("value").is_null())
+            if hit.height:
+                vals = typed.select(cols).with_row_index("idx").filter(pl.col("idx").is_in(hit["idx"].implode()))
+                vals = vals.select(pl.col("idx").cast(pl.UInt32), pl.concat_str(
+                    [pl.lit(f"{c}=") + pl.col(c).cast(pl.String).fill_null("null") for c in cols], separator=", "
+                ).alias("value"))
+                parts.append(hit.drop("value").join(vals, on="idx", how="left").select(out.columns))
+        return pl.concat(parts)
+
+    def _duplicate_keys(self, typed: pl.DataFrame) -> pl.DataFrame | None:
+        keys = self.contract.spec.unique_key
+        complete = typed.select(pl.all_horizontal(pl.col(keys).is_not_null())).to_series()
+        hashes = typed.select(pl.struct(keys).hash(seed=0)).to_series().to_numpy()
+        dup = np.zeros(typed.height, dtype=bool)
+        seen = self.seen_keys
+        for i, (h, ok) in enumerate(zip(hashes.tolist(), complete.to_list(), strict=True)):
+            if not ok:
+                continue
+            if h in seen:
+                dup[i] = True
+            else:
+                seen.add(h)
+        if not dup.any():
+            return None
+        idx = pl.Series(np.flatnonzero(dup), dtype=pl.UInt32)
+        value = typed.select(pl.concat_str([pl.col(k).cast(pl.String) for k in keys], separator="|"))
+        return pl.DataFrame({"idx": idx, "column": ", ".join(keys), "rule": "unique_key",
+                             "value": value.to_series().gather(idx)})
+
+    def quarantine_raw(self, lines: list[int], rule: str, errors: list[str], records: list[str]) -> None:
+        """Records the fast path cannot read at all (structure, encoding), with their text."""
+        if not lines:
+            return
+        n = len(lines)
+        self.result.rows_read += n
+        self.result.violations[f"*: {rule}"] += n
+        cols: dict[str, object] = {
+            SOURCE_FILE: [self.source_file] * n, SOURCE_LINE: lines, Q_COLUMNS: [["*"]] * n,
+            Q_RULES: [[rule]] * n, Q_ERRORS: errors,
+        }
+        cols.update({c: [None] * n for c in self.contract.columns})
+        cols[Q_RAW] = records
+        self.result.rows_quarantined += n
+        self.quarantine.write_table(pa_arrow.table(cols, schema=self.q_schema))
+        for line, err in zip(lines, errors, strict=True):
+            if len(self.result.examples) < 5:
+                self.result.examples.append(f"line {line}: {err}")
+
+    def _write_staging(self, typed: pl.DataFrame, lines: pl.Series) -> None:
+        if not typed.height:
+            return
+        out = typed.with_columns(pl.lit(self.source_file).alias(SOURCE_FILE), lines)
+        self.staging.write_table(out.to_arrow().cast(self.s_schema))
+        self.result.rows_staged += out.height
+
+    def _write_quarantine(self, q: pl.DataFrame) -> None:
+        table = q.select(self.q_schema.names).to_arrow().cast(self.q_schema)
+        self.quarantine.write_table(table)
+        self.result.rows_quarantined += table.num_rows
+
+
+def _read_options(names: list[str], opts: CsvOptions, encoding: str | None) -> tuple:
+    read = pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=BLOCK_SIZE,
+                             encoding=encoding or "utf8")
+    parse = pacsv.ParseOptions(delimiter=opts.delimiter, quote_char=opts.quote_char,
+                               ignore_empty_lines=False, newlines_in_values=False)
+    convert = pacsv.ConvertOptions(column_types={n: pa_arrow.string() for n in names},
+                                   null_values=opts.null_values, strings_can_be_null=True,
+                                   quoted_strings_can_be_null=True)
+    return read, parse, convert
+
+
+def _fast_pass(stager: _Stager, stream: BinaryIO, header: list[str], match: HeaderMatch,
+               line_numbers: np.ndarray | None, encoding: str | None) -> None:
+    positional = [f"c{i}" for i in range(len(header))]
+    rename = {p: match.mapping[h] for p, h in zip(positional, header, strict=True) if h in match.mapping}
+    read, parse, convert = _read_options(positional, stager.opts, encoding)
+
+    def on_invalid(_row: pacsv.InvalidRow) -> str:
+        if line_numbers is None:
+            raise _NeedsSlowPath
+        return "error"  # cannot happen: the slow path already removed such lines
+
+    parse.invalid_row_handler = on_invalid
+    try:
+        reader = pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
+        seen = 0
+        for batch in reader:
+            raw = pl.from_arrow(batch)
+            assert isinstance(raw, pl.DataFrame)
+            raw = raw.select([pl.col(p).alias(t) for p, t in rename.items()])
+            if match.absent_optional:
+                raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in match.absent_optional])
+            raw = raw.select(stager.contract.columns)
+            n = raw.height
+            if line_numbers is None:
+                lines = np.arange(seen + 2, seen + 2 + n, dtype=np.int64)
+            else:
+                lines = line_numbers[seen: seen + n]
+            stager.process(raw, lines)
+            seen += n
+    except _NeedsSlowPath:
+        raise
+    except pa_arrow.ArrowInvalid as e:
+        if line_numbers is None and ("UTF8" in str(e) or "CSV parse error" in str(e)):
+            raise _NeedsSlowPath from None
+        raise FileRejected(stager.source_file, stager.contract.dataset, f"unreadable CSV: {e}") from None
+
+
+def _slow_prepass(stager: _Stager, stream: BinaryIO, n_fields: int, clean_out: BinaryIO) -> np.ndarray:
+    """Copy readable lines to ``clean_out`` (UTF-8, header first) and quarantine the others.
+
+    Returns the line number of every copied record."""
+    opts = stager.opts
+    decode = codecs.getdecoder("utf-8-sig" if codecs.lookup(opts.encoding).name == "utf-8" else opts.encoding)
+    numbers: list[int] = []
+    bad_lines: list[int] = []
+    bad_errors: list[str] = []
+    bad_text: list[str] = []
+    rules: list[str] = []
+
+    def flush() -> None:
+        for rule in sorted(set(rules)):
+            sel = [i for i, r in enumerate(rules) if r == rule]
+            stager.quarantine_raw([bad_lines[i] for i in sel], rule, [bad_errors[i] for i in sel],
+                                  [bad_text[i] for i in sel])
+        bad_lines.clear(), bad_errors.clear(), bad_text.clear(), rules.clear()
+
+    for lineno, raw in enumerate(io.BufferedReader(stream, buffer_size=1 << 20), start=1):  # type: ignore[arg-type]
+        body = raw.rstrip(b"\r\n")
+        try:
+            text = decode(body)[0]
+        except UnicodeDecodeError as e:
+            if lineno == 1:
+                raise
+            bad_lines.append(lineno)
+            rules.append("encoding")
+            bad_errors.append(f"bytes {body[e.start:e.end]!r} at column {e.start + 1} are not valid "
+                              f"{opts.encoding}")
+            bad_text.append(body.decode(opts.encoding, errors="backslashreplace"))
+            continue
+        if lineno == 1:
+            clean_out.write(text.encode("utf-8") + b"\n")
+            continue
+        if not text.strip():
+            continue  # a blank line is no record
+        try:
+            fields = next(csv.reader([text], delimiter=opts.delimiter, quotechar=opts.quote_char, strict=True))
+            problem = None if len(fields) == n_fields else f"expected {n_fields} fields, found {len(fields)}"
+        except csv.Error as e:
+            problem = f"malformed quoting ({e})"
+        if problem:
+            bad_lines.append(lineno)
+            rules.append("structure")
+            bad_errors.append(problem)
+            bad_text.append(text)
+        else:
+            clean_out.write(text.encode("utf-8") + b"\n")
+            numbers.append(lineno)
+        if len(bad_lines) >= 10_000:
+            flush()
+    flush()
+    return np.asarray(numbers, dtype=np.int64)
+
+
+def stage_csv(
+    contract: CompiledContract,
+    opts: CsvOptions,
+    open_source: Callable[[], BinaryIO],
+    source_file: str,
+    open_sinks: Callable[[], tuple[BinaryIO, BinaryIO]],
+) -> StagingResult:
+    """Stage one delivered CSV file.
+
+    ``open_source`` opens the landed bytes and ``open_sinks`` opens (truncating) the staging and
+    quarantine outputs; both may be called twice when the slow path is needed. Raises
+    FileRejected for whole-file problems, before anything is written."""
+    with open_source() as f:
+        head = f.read(HEADER_LIMIT)
+    header = read_header(head, opts, source_file, contract.dataset)
+    match = check_header(contract, header, source_file)
+
+    def attempt(slow: bool) -> StagingResult:
+        s_sink, q_sink = open_sinks()
+        with s_sink, q_sink, \
+                pq.ParquetWriter(s_sink, staging_schema(contract)) as staging, \
+                pq.ParquetWriter(q_sink, quarantine_schema(contract)) as quarantine:
+            stager = _Stager(contract, opts, source_file, staging, quarantine)
+            stager.result.slow_path = slow
+            if not slow:
+                with open_source() as f:
+                    _fast_pass(stager, f, header, match, None, opts.encoding)
+            else:
+                with tempfile.TemporaryFile() as clean:
+                    with open_source() as f:
+                        numbers = _slow_prepass(stager, f, len(header), clean)  # type: ignore[arg-type]
+                    clean.seek(0)
+                    _fast_pass(stager, clean, header, match, numbers, None)  # type: ignore[arg-type]
+        return stager.result
+
+    try:
+        result = attempt(slow=False)
+    except _NeedsSlowPath:
+        result = attempt(slow=True)  # start again: nothing of the first attempt is kept
+    result.header = match
+    if result.rows_read == 0 and contract.spec.empty_file == "reject":
+        raise FileRejected(source_file, contract.dataset, "the file has a header but no data rows",
+                           header=header)
+    return result
+
+
+def stage_local_file(contract: CompiledContract, opts: CsvOptions, path: str | os.PathLike,
+                     staging_path: str, quarantine_path: str) -> StagingResult:
+    """Convenience for benchmarks and tools: local file in, two local Parquet files out."""
+    return stage_csv(contract, opts, lambda: open(path, "rb"), os.path.basename(path),
+                     lambda: (open(staging_path, "wb"), open(quarantine_path, "wb")))

@@ -1,0 +1,1 @@
+"""Contracts (YAML → pandera) and the asset checks built on them."""

@@ -1,0 +1,158 @@
+"""Seeded generators of realistic sample files: TLC-like trips and corporate expense lines.
+
+Both write CSV in bounded memory (chunks of rows) and plant a small, known share of the errors
+real deliveries contain, so that quarantine has something realistic to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+TLC_HEADER = [
+    "VendorID", "tpep_pickup_datetime", "tpep_dropoff_datetime", "passenger_count", "trip_distance",
+    "RatecodeID", "store_and_fwd_flag", "PULocationID", "DOLocationID", "payment_type", "fare_amount",
+    "extra", "mta_tax", "tip_amount", "tolls_amount", "improvement_surcharge", "total_amount",
+    "congestion_surcharge",
+]
+CHUNK = 500_000
+
+
+def _fmt_ts(seconds: np.ndarray) -> pa.Array:
+    ts = pa.array(seconds.astype("datetime64[s]"))
+    return pa.compute.strftime(ts, format="%Y-%m-%d %H:%M:%S")
+
+
+def trips(path: Path, rows: int, seed: int = 7, error_rate: float = 0.001,
+          month: dt.date = dt.date(2024, 3, 1)) -> Path:
+    """A TLC yellow-trips file of ``rows`` rows (current schema, ISO timestamps).
+
+    ``error_rate`` of the rows carry one realistic fault: dropoff before pickup, an unknown
+    zone id, a negative distance, or an unparseable timestamp."""
+    rng = np.random.default_rng(seed)
+    start = int(dt.datetime(month.year, month.month, 1, tzinfo=dt.UTC).timestamp())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pacsv.CSVWriter(str(path), _tlc_schema(), write_options=pacsv.WriteOptions(quoting_style="none")) as w:
+        done = 0
+        while done < rows:
+            n = min(CHUNK, rows - done)
+            w.write_table(_trip_chunk(rng, n, start, error_rate))
+            done += n
+    return path
+
+
+def _tlc_schema() -> pa.Schema:
+    return pa.schema([(h, pa.string()) for h in TLC_HEADER])
+
+
+def _trip_chunk(rng: np.random.Generator, n: int, start: int, error_rate: float) -> pa.Table:
+    pickup = start + rng.integers(0, 28 * 86400, n)
+    duration = rng.gamma(2.0, 420.0, n).astype(np.int64) + 30
+    dropoff = pickup + duration
+    distance = np.round(duration / 3600 * rng.uniform(5, 18, n), 2)
+    fare = np.round(3.0 + distance * 2.5 + duration / 60 * 0.5, 1)
+    payment = rng.choice([1, 2, 3, 4], n, p=[0.72, 0.25, 0.02, 0.01])
+    tip = np.where(payment == 1, np.round(fare * rng.uniform(0, 0.3, n), 2), 0.0)
+    refund = rng.random(n) < 0.005  # refunds are negative in real files
+    fare = np.where(refund, -fare, fare)
+    tolls = np.where(rng.random(n) < 0.05, 6.94, 0.0)
+    extra = rng.choice([0.0, 0.5, 1.0, 2.5], n)
+    congestion = np.where(rng.random(n) < 0.8, 2.5, 0.0)
+    total = np.round(fare + tip + tolls + extra + 0.5 + 1.0 + congestion, 2)
+    pu = rng.integers(1, 266, n)
+    do = rng.integers(1, 266, n)
+    pickup_s, dropoff_s = _fmt_ts(pickup), _fmt_ts(dropoff)
+    distance_s = pa.array(distance).cast(pa.string())
+    pu_s = pa.array(pu).cast(pa.string())
+    # Plant faults: each faulty row gets one of four realistic problems.
+    faulty = np.flatnonzero(rng.random(n) < error_rate)
+    kind = rng.integers(0, 4, len(faulty))
+    if len(faulty):
+        dropoff_l, pu_l, dist_l, pick_l = (dropoff_s.to_pylist(), pu_s.to_pylist(),
+                                           distance_s.to_pylist(), pickup_s.to_pylist())
+        for i, k in zip(faulty.tolist(), kind.tolist(), strict=True):
+            if k == 0:
+                dropoff_l[i] = _fmt_ts(np.array([pickup[i] - 600])).to_pylist()[0]
+            elif k == 1:
+                pu_l[i] = "0"
+            elif k == 2:
+                dist_l[i] = "-1.5"
+            else:
+                pick_l[i] = "2024-02-30 25:61:00"
+        dropoff_s, pu_s, distance_s, pickup_s = (pa.array(dropoff_l), pa.array(pu_l),
+                                                 pa.array(dist_l), pa.array(pick_l))
+    s = lambda a: pa.array(a).cast(pa.string())  # noqa: E731
+    cols = [
+        s(rng.choice([1, 2], n)), pickup_s, dropoff_s, s(rng.choice([1, 1, 1, 2, 3, 5], n)), distance_s,
+        s(rng.choice([1, 1, 1, 1, 2, 5], n)), pa.array(np.where(rng.random(n) < 0.01, "Y", "N")),
+        pu_s, s(do), s(payment), s(fare), s(extra), pa.array(["0.5"] * n), s(tip), s(tolls),
+        pa.array(["1.0"] * n), s(total), s(congestion),
+    ]
+    return pa.table(cols, schema=_tlc_schema())
+
+
+# ---------------------------------------------------------------------------------------------
+# Expense reports
+
+EXPENSE_HEADER = ["report_id", "line_number", "employee_id", "employee_email", "cost_centre",
+                  "category", "amount", "currency", "expense_date", "submitted_at"]
+CATEGORIES = {  # category → (typical amount, spread)
+    "travel": (420.0, 0.6), "lodging": (180.0, 0.4), "meals": (38.0, 0.5),
+    "ground_transport": (27.0, 0.6), "office_supplies": (45.0, 0.7), "software": (120.0, 0.8),
+    "training": (650.0, 0.5), "client_entertainment": (160.0, 0.6),
+}
+FIRST = ["anna", "ben", "chloe", "david", "elena", "farid", "grace", "hugo", "ines", "jonas",
+         "karin", "liam", "maya", "noah", "olga", "pablo", "quinn", "rosa", "sven", "tara"]
+LAST = ["berg", "costa", "dubois", "eriksen", "fischer", "garcia", "hansen", "ivanova", "jensen",
+        "kowalski", "larsen", "moreau", "novak", "olsen", "petit", "rossi", "schmidt", "weber"]
+
+
+def expenses(path: Path, reports: int, seed: int = 11, error_rate: float = 0.02,
+             day: dt.date = dt.date(2026, 11, 19)) -> Path:
+    """An expense export with ``reports`` reports of 1–8 lines each.
+
+    ``error_rate`` of the lines carry one realistic fault: an unknown category, a negative
+    amount, a malformed email, an expense dated after submission, an unknown currency, or a
+    line repeated from earlier in the file (duplicate key)."""
+    rng = np.random.default_rng(seed)
+    employees = [
+        (f"E{100000 + i:06d}", f"{FIRST[i % len(FIRST)]}.{LAST[(i * 7) % len(LAST)]}{i}@example.com",
+         f"CC-{1000 + (i % 23) * 10:04d}", ["EUR", "EUR", "GBP", "USD", "CHF"][i % 5])
+        for i in range(400)
+    ]
+    rows: list[list[str]] = []
+    cats = list(CATEGORIES)
+    for r in range(reports):
+        emp_id, email, cc, cur = employees[int(rng.integers(0, len(employees)))]
+        submitted = dt.datetime.combine(day, dt.time()) + dt.timedelta(seconds=int(rng.integers(0, 86400)))
+        for line in range(1, int(rng.integers(1, 9)) + 1):
+            cat = cats[int(rng.integers(0, len(cats)))]
+            typical, spread = CATEGORIES[cat]
+            amount = max(0.5, round(float(rng.lognormal(np.log(typical), spread)), 2))
+            expense_day = day - dt.timedelta(days=int(rng.integers(1, 45)))
+            rows.append([f"ER-{20260000 + seed * 10000 + r:08d}", str(line), emp_id, email, cc, cat,
+                         f"{amount:.2f}", cur, expense_day.isoformat(),
+                         submitted.strftime("%Y-%m-%d %H:%M:%S")])
+    for i in np.flatnonzero(rng.random(len(rows)) < error_rate).tolist():
+        k = int(rng.integers(0, 6))
+        row = rows[i]
+        if k == 0:
+            row[5] = "spa_treatment"
+        elif k == 1:
+            row[6] = f"-{row[6]}"
+        elif k == 2:
+            row[3] = row[3].replace("@", " at ")
+        elif k == 3:
+            row[8] = (day + dt.timedelta(days=3)).isoformat()
+        elif k == 4:
+            row[7] = "XYZ"
+        elif i > 0:
+            rows[i] = list(rows[i - 1])  # a line exported twice
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table({h: [r[j] for r in rows] for j, h in enumerate(EXPENSE_HEADER)})
+    pacsv.write_csv(table, str(path), write_options=pacsv.WriteOptions(quoting_style="needed"))
+    return path

@@ -1,0 +1,1 @@
+"""Per-environment resources: lake storage, catalog, and the environment loader."""
