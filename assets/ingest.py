@@ -243,9 +243,10 @@ def build_staging(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg
         key = context.partition_key
         name, _ = split_partition_key(key)
         lake = platform.lake()
-        src = lake.path("landing", *landing_path(ds, key))
-        if not lake.exists("landing", *landing_path(ds, key)):
-            raise dg.Failure(f"{name}: partition {key} has no landed file at {lake.uri('landing', *landing_path(ds, key))}")
+        landed = landing_path(ds, key)
+        src = lake.path("landing", *landed)
+        if not lake.exists("landing", *landed):
+            raise dg.Failure(f"{name}: partition {key} has no landed file at {lake.uri('landing', *landed)}")
         paths = staging_paths(ds, key)
         tmp_s = lake.path("staging", TMP_DIR, f"{key}.{time.time_ns()}.parquet")
         tmp_q = lake.path("quarantine", TMP_DIR, f"{key}.{time.time_ns()}.parquet")
@@ -267,7 +268,7 @@ def build_staging(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg
                               **{k: dg.MetadataValue.json(v) for k, v in e.details.items()}},
                 )
                 raise dg.Failure(
-                    description=f"{e} The file stays in landing ({lake.uri('landing', *landing_path(ds, key))}).",
+                    description=f"{e} The file stays in landing ({lake.uri('landing', *landed)}).",
                     metadata={"source_file": name, "partition": key},
                     allow_retries=False,
                 ) from None
@@ -360,7 +361,9 @@ def build_sensor(ds: Dataset, job, partitions: dg.DynamicPartitionsDefinition) -
                 dg.RunRequest(
                     run_key=f"{ds.id}:{r.sha256}",
                     partition_key=r.partition_key,
-                    run_config=dg.RunConfig(ops={landing_op: LandingConfig(ingress_path=f"{ingress_root}/{r.file.name}")}),
+                    run_config=dg.RunConfig(
+                        ops={landing_op: LandingConfig(ingress_path=f"{ingress_root}/{r.file.name}")}
+                    ),
                     tags={"platform/source_file": r.file.name, "platform/sha256": r.sha256,
                           "platform/dataset": f"{ds.insight_zone}.{ds.name}"},
                 )
@@ -383,7 +386,6 @@ def build_dataset(ds: Dataset) -> DatasetDefs:
     job = dg.define_asset_job(
         name=f"ingest__{ds.id}",
         selection=dg.AssetSelection.assets(landing_key, staging_key, quarantine_key),
-        partitions_def=partitions,
         description=f"Land one delivered {ds.name} file and stage it through its contract.",
     )
     sensor = build_sensor(ds, job, partitions)

@@ -21,7 +21,9 @@ import codecs
 import csv
 import io
 import os
+import queue
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ import pyarrow.parquet as pq
 from assets.zones import CsvOptions
 from checks.contract import CompiledContract, HeaderMatch
 
-BLOCK_SIZE = 8 << 20  # bytes of CSV per batch: ~80k TLC rows, a few tens of MB in memory
+BLOCK_SIZE = 16 << 20  # bytes of CSV per batch: ~180k TLC rows; pandera's per-batch cost amortised
 HEADER_LIMIT = 1 << 20
 SOURCE_FILE, SOURCE_LINE = "_source_file", "_source_line"
 Q_COLUMNS, Q_RULES, Q_ERRORS, Q_RAW = "_failed_columns", "_failed_rules", "_errors", "_raw_record"
@@ -68,6 +70,38 @@ class StagingResult:
 
 class _NeedsSlowPath(Exception):
     pass
+
+
+class _BackgroundWriter:
+    """Encodes and writes Parquet on one background thread, so that encoding a batch overlaps
+    with parsing and validating the next (pyarrow releases the GIL). At most ``depth`` batches
+    wait in the queue, which keeps memory bounded. Errors surface on the next call or on close."""
+
+    def __init__(self, depth: int = 2):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="parquet-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            writer, table = item
+            if self._error is None:
+                try:
+                    writer.write_table(table)
+                except BaseException as e:  # re-raised in the caller's thread
+                    self._error = e
+
+    def write(self, writer: pq.ParquetWriter, table: pa_arrow.Table) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((writer, table))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,6 +175,7 @@ class _Stager:
                  staging: pq.ParquetWriter, quarantine: pq.ParquetWriter):
         self.contract, self.opts, self.source_file = contract, opts, source_file
         self.staging, self.quarantine = staging, quarantine
+        self.writer = _BackgroundWriter()
         self.q_schema = quarantine.schema
         self.s_schema = staging.schema
         self.result = StagingResult()
@@ -148,16 +183,19 @@ class _Stager:
         spec = contract.spec.columns
         self.typed_columns = [c for c in contract.columns if spec[c].type != "string"]
         self.rule_columns = {r: sorted(set(e.meta.root_names())) for r, e in contract.rules.items()}
+        self.fallback_columns = [c for c, exprs in contract.parse.items() if len(exprs) > 1]
         self.pii_columns = [c for c, col in spec.items() if col.pii]
         # A rule over PII columns must not print their values either.
-        self.pii_columns += [", ".join(cols) for cols in self.rule_columns.values() if set(cols) & set(self.pii_columns)]
+        self.pii_columns += [
+            ", ".join(cols) for cols in self.rule_columns.values() if set(cols) & set(self.pii_columns)
+        ]
 
     # -- batches ------------------------------------------------------------------------------
     def process(self, raw: pl.DataFrame, lines: np.ndarray) -> None:
         """``raw``: target-named text columns; ``lines``: each row's line number in the file."""
         n = raw.height
         self.result.rows_read += n
-        typed = raw.select(list(self.contract.parse.values()))
+        typed = self._parse(raw)
         failures = [self._type_failures(raw, typed), self._pandera_failures(typed)]
         if self.contract.spec.unique_key:
             failures.append(self._duplicate_keys(typed))
@@ -205,6 +243,19 @@ class _Stager:
             for line, err in zip(q[SOURCE_LINE].to_list(), q["public"].to_list(), strict=True):
                 if len(self.result.examples) < 5:
                     self.result.examples.append(f"line {line}: {err}")
+
+    def _parse(self, raw: pl.DataFrame) -> pl.DataFrame:
+        typed = raw.select([exprs[0] for exprs in self.contract.parse.values()])
+        for col in self.fallback_columns:
+            parsed = typed[col]
+            for expr in self.contract.parse[col][1:]:
+                missed = (raw[col].is_not_null() & parsed.is_null()).arg_true()
+                if not missed.len():
+                    break
+                retry = raw.select(pl.col(col).gather(missed)).select(expr).to_series()
+                parsed = parsed.scatter(missed, retry)
+            typed = typed.with_columns(parsed.alias(col))
+        return typed
 
     def _type_failures(self, raw: pl.DataFrame, typed: pl.DataFrame) -> pl.DataFrame | None:
         spec = self.contract.spec.columns
@@ -290,7 +341,7 @@ class _Stager:
         cols.update({c: [None] * n for c in self.contract.columns})
         cols[Q_RAW] = records
         self.result.rows_quarantined += n
-        self.quarantine.write_table(pa_arrow.table(cols, schema=self.q_schema))
+        self.writer.write(self.quarantine, pa_arrow.table(cols, schema=self.q_schema))
         for line, err in zip(lines, errors, strict=True):
             if len(self.result.examples) < 5:
                 self.result.examples.append(f"line {line}: {err}")
@@ -299,12 +350,12 @@ class _Stager:
         if not typed.height:
             return
         out = typed.with_columns(pl.lit(self.source_file).alias(SOURCE_FILE), lines)
-        self.staging.write_table(out.to_arrow().cast(self.s_schema))
+        self.writer.write(self.staging, out.to_arrow().cast(self.s_schema))
         self.result.rows_staged += out.height
 
     def _write_quarantine(self, q: pl.DataFrame) -> None:
         table = q.select(self.q_schema.names).to_arrow().cast(self.q_schema)
-        self.quarantine.write_table(table)
+        self.writer.write(self.quarantine, table)
         self.result.rows_quarantined += table.num_rows
 
 
@@ -436,15 +487,18 @@ def stage_csv(
                 pq.ParquetWriter(q_sink, quarantine_schema(contract)) as quarantine:
             stager = _Stager(contract, opts, source_file, staging, quarantine)
             stager.result.slow_path = slow
-            if not slow:
-                with open_source() as f:
-                    _fast_pass(stager, f, header, match, None, opts.encoding)
-            else:
-                with tempfile.TemporaryFile() as clean:
+            try:
+                if not slow:
                     with open_source() as f:
-                        numbers = _slow_prepass(stager, f, len(header), clean)  # type: ignore[arg-type]
-                    clean.seek(0)
-                    _fast_pass(stager, clean, header, match, numbers, None)  # type: ignore[arg-type]
+                        _fast_pass(stager, f, header, match, None, opts.encoding)
+                else:
+                    with tempfile.TemporaryFile() as clean:
+                        with open_source() as f:
+                            numbers = _slow_prepass(stager, f, len(header), clean)  # type: ignore[arg-type]
+                        clean.seek(0)
+                        _fast_pass(stager, clean, header, match, numbers, None)  # type: ignore[arg-type]
+            finally:
+                stager.writer.close()  # before the writers close: drain what is queued
         return stager.result
 
     try:

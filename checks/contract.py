@@ -4,8 +4,9 @@ One code path for every dataset: the YAML declares target columns (type, source 
 nullability, allowed values, ranges, patterns, PII), row rules (SQL boolean expressions such as
 ``dropoff_at >= pickup_at``) and a uniqueness key. :func:`compile_contract` turns that into
 
-- polars expressions that parse the raw text of each column into its type (a value that does not
-  parse is a row-level ``type`` violation, reported with the raw value), and
+- polars expressions that parse the raw text of each column into its type, one per accepted
+  format (a value that parses in none is a row-level ``type`` violation, reported with the raw
+  value), and
 - a ``pandera.polars.DataFrameSchema`` holding every other rule, validated lazily so that each
   failing row is reported once per failed rule, with its index for the quarantine.
 """
@@ -125,7 +126,8 @@ class ContractSpec(Strict):
                 raise ValueError(f"rule {rule.name!r}: cannot parse {rule.expr!r}: {e}") from None
             used = set(expr.meta.root_names())
             if not used <= set(self.columns):
-                raise ValueError(f"rule {rule.name!r} uses unknown columns: {', '.join(sorted(used - set(self.columns)))}")
+                unknown_cols = ", ".join(sorted(used - set(self.columns)))
+                raise ValueError(f"rule {rule.name!r} uses unknown columns: {unknown_cols}")
         return self
 
 
@@ -149,7 +151,7 @@ class CompiledContract:
     dataset: str
     spec: ContractSpec
     schema: pa.DataFrameSchema
-    parse: dict[str, pl.Expr]  # target column → expression over the raw (string) column
+    parse: dict[str, list[pl.Expr]]  # target column → parse expressions over its raw text, by preference
     rules: dict[str, pl.Expr] = field(default_factory=dict)
 
     @property
@@ -182,25 +184,26 @@ class CompiledContract:
         return HeaderMatch(mapping, missing, unexpected, duplicated, optional)
 
 
-def _parse_expr(name: str, col: ColumnSpec) -> pl.Expr:
+def _parse_exprs(name: str, col: ColumnSpec) -> list[pl.Expr]:
+    """Expressions that parse the raw text of a column, in order of preference: the first is
+    applied to every value, each next one only when a batch has values the previous ones missed
+    (so a file in the usual format pays for one parse)."""
     raw = pl.col(name)
     if col.type == "string":
-        return raw
+        return [raw]
     if col.type == "boolean":
         low = raw.str.strip_chars().str.to_lowercase()
-        return (
+        return [
             pl.when(low.is_in(TRUE_WORDS)).then(True).when(low.is_in(FALSE_WORDS)).then(False)
             .otherwise(None).alias(name)
-        )
+        ]
     if col.type in ("timestamp", "date"):
         formats = col.formats or DEFAULT_FORMATS[col.type]
         text = raw.str.strip_chars()
         if col.type == "timestamp":
-            tries = [text.str.to_datetime(f, time_unit="us", strict=False) for f in formats]
-        else:
-            tries = [text.str.to_date(f, strict=False) for f in formats]
-        return (tries[0] if len(tries) == 1 else pl.coalesce(tries)).alias(name)
-    return raw.str.strip_chars().cast(col.dtype, strict=False).alias(name)
+            return [text.str.to_datetime(f, time_unit="us", strict=False).alias(name) for f in formats]
+        return [text.str.to_date(f, strict=False).alias(name) for f in formats]
+    return [raw.str.strip_chars().cast(col.dtype, strict=False).alias(name)]
 
 
 def _column_checks(col: ColumnSpec) -> list[pa.Check]:
@@ -244,5 +247,5 @@ def compile_contract(dataset: str, spec: ContractSpec) -> CompiledContract:
         strict=True,
         ordered=False,
     )
-    parse = {name: _parse_expr(name, col) for name, col in spec.columns.items()}
+    parse = {name: _parse_exprs(name, col) for name, col in spec.columns.items()}
     return CompiledContract(dataset, spec, schema, parse, rules)

@@ -1,0 +1,78 @@
+"""The code location as Dagster loads it: a snapshot of the asset graph, and the promises about
+loading (by path, offline, without shadowing the standard library's ``platform``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from support import REPO, load_definitions_module
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
+
+
+def graph_snapshot() -> dict:
+    defs = load_definitions_module().defs
+    graph = defs.resolve_asset_graph()
+    assets = {}
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        assets[key.to_user_string()] = {
+            "deps": sorted(p.to_user_string() for p in node.parent_keys),
+            "group": node.group_name,
+            "owners": list(node.owners),
+            "kinds": sorted(node.kinds),
+            "partitions": getattr(node.partitions_def, "name", None),
+            "checks": sorted(c.name for c in node.check_keys),
+            "freshness": node.freshness_policy is not None,
+        }
+    return {
+        "assets": assets,
+        "jobs": sorted(j.name for j in defs.jobs or []),
+        "sensors": sorted(s.name for s in defs.sensors or []),
+    }
+
+
+def test_asset_graph_matches_snapshot() -> None:
+    snap = graph_snapshot()
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1" or not SNAPSHOT.exists():
+        SNAPSHOT.write_text(json.dumps(snap, indent=2, sort_keys=True) + "\n")
+    assert snap == json.loads(SNAPSHOT.read_text()), "asset graph changed: review, then UPDATE_SNAPSHOTS=1"
+
+
+def test_every_asset_follows_the_conventions() -> None:
+    for key, node in graph_snapshot()["assets"].items():
+        zone, insight_zone, _ = key.split("/")
+        assert zone in {"landing", "staging", "quarantine"}
+        assert node["group"] == insight_zone
+        assert node["owners"] and node["kinds"]
+    assets = graph_snapshot()["assets"]
+    assert assets["staging/mobility/yellow_trips"]["deps"] == ["landing/mobility/yellow_trips"]
+    assert assets["staging/mobility/yellow_trips"]["checks"] == ["contract", "reconciliation"]
+
+
+def test_platform_folder_is_not_a_package_and_does_not_shadow_stdlib() -> None:
+    assert not (REPO / "platform" / "__init__.py").exists()
+    out = subprocess.run(
+        [sys.executable, "-c", "import platform, sys; print(platform.__file__); platform.python_version()"],
+        cwd=REPO, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+    ).stdout.strip()
+    assert not out.startswith(str(REPO / "platform")), out
+
+
+def test_definitions_load_offline_without_reading_the_environment() -> None:
+    # A bogus environment must not matter at load time: it is resolved when a run needs it.
+    code = (
+        "import importlib.util, time; t = time.time();"
+        "s = importlib.util.spec_from_file_location('d', 'platform/definitions.py');"
+        "m = importlib.util.module_from_spec(s); s.loader.exec_module(m);"
+        "m.defs.resolve_asset_graph(); print(round(time.time() - t, 2))"
+    )
+    env = {**os.environ, "PLATFORM_ENV": "does-not-exist", "PLATFORM_HOME": "/nonexistent",
+           "AWS_ACCESS_KEY_ID": "x", "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    float(out.stdout.strip())  # it printed its load time: loading finished

@@ -1,0 +1,84 @@
+"""The environment loader: one place, validated files, clear errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from resources.environment import ENVIRONMENTS_DIR, load_environment, resolve
+from resources.yaml_config import ConfigError
+
+
+@pytest.fixture
+def env_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "environments"
+    shutil.copytree(ENVIRONMENTS_DIR, d)
+    return d
+
+
+def test_every_shipped_environment_loads(tmp_path: Path) -> None:
+    for name in ("local", "dev", "test", "prod"):
+        env = load_environment(name, str(tmp_path))
+        assert env.name == name
+    local = load_environment("local", str(tmp_path))
+    assert local.lake.zones["staging"] == f"{tmp_path}/lake/staging"
+    assert local.catalog.path == f"{tmp_path}/catalog.duckdb"
+
+
+def test_default_environment_is_local(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("PLATFORM_ENV", raising=False)
+    monkeypatch.setenv("PLATFORM_HOME", str(tmp_path))
+    assert resolve() == ("local", tmp_path.resolve())
+
+
+def test_unknown_environment(env_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown environment 'staging2'.*known: dev, local, prod, test"):
+        load_environment("staging2", str(tmp_path), str(env_dir))
+
+
+def test_unknown_key_names_file_line_and_field(env_dir: Path, tmp_path: Path) -> None:
+    path = env_dir / "dev.yaml"
+    path.write_text(path.read_text().replace("  database_prefix: dev_", "  database_prefix: dev_\n  colour: blue"))
+    with pytest.raises(ConfigError) as e:
+        load_environment("local", str(tmp_path), str(env_dir))  # every file is validated
+    lines = path.read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if "colour" in text)
+    assert f"{path}:{line}: catalog.colour: unknown key" in str(e.value)
+
+
+def test_missing_key(env_dir: Path, tmp_path: Path) -> None:
+    path = env_dir / "local.yaml"
+    text = path.read_text()
+    path.write_text(text.replace("ingress:\n  root: ${PLATFORM_HOME}/ingress", ""))
+    with pytest.raises(ConfigError, match=r"local.yaml:\d+: ingress: missing required key"):
+        load_environment("local", str(tmp_path), str(env_dir))
+
+
+def test_s3_lake_requires_kms(env_dir: Path, tmp_path: Path) -> None:
+    path = env_dir / "prod.yaml"
+    path.write_text(path.read_text().replace("  kms_key_id: alias/acme-lake-prod\n", ""))
+    with pytest.raises(ConfigError, match="an S3 lake needs kms_key_id"):
+        load_environment("prod", str(tmp_path), str(env_dir))
+
+
+def test_environment_pointing_at_another_environments_bucket(env_dir: Path, tmp_path: Path) -> None:
+    path = env_dir / "test.yaml"
+    path.write_text(path.read_text().replace("acme-lake-test-staging", "acme-lake-prod-staging"))
+    expected = r"points at s3://acme-lake-prod-staging, which belongs to environment 'prod'"
+    with pytest.raises(ConfigError, match=expected):
+        load_environment("test", str(tmp_path), str(env_dir))
+
+
+def test_invalid_yaml(env_dir: Path, tmp_path: Path) -> None:
+    (env_dir / "dev.yaml").write_text("lake: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"dev.yaml:\d+: invalid YAML"):
+        load_environment("dev", str(tmp_path), str(env_dir))
+
+
+def test_name_must_match_file(env_dir: Path, tmp_path: Path) -> None:
+    path = env_dir / "dev.yaml"
+    path.write_text("name: prod\n" + path.read_text())
+    with pytest.raises(ConfigError, match="name 'prod' does not match the file name 'dev'"):
+        load_environment("dev", str(tmp_path), str(env_dir))
