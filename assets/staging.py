@@ -72,6 +72,40 @@ class _NeedsSlowPath(Exception):
     pass
 
 
+class _LineCounter:
+    """Hands the source to pyarrow and counts the physical lines that pass, so the fast path can
+    prove that every record was exactly one line (and so its line numbers are exact)."""
+
+    TAIL = 4096
+
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+        self.newlines = 0
+        self.size = 0
+        self.tail = b""
+        self.closed = False
+
+    def read(self, n: int = -1) -> bytes:
+        b = self._raw.read(n)
+        if b:
+            self.newlines += b.count(b"\n")
+            self.size += len(b)
+            self.tail = (self.tail + b[-self.TAIL:])[-self.TAIL:]
+        return b
+
+    def close(self) -> None:  # the owner of the raw stream closes it
+        self.closed = True
+
+    def records_expected(self) -> int:
+        """Data lines in the file, not counting the header and blank lines at the very end."""
+        if not self.size:
+            return 0
+        lines = self.newlines + (0 if self.tail.endswith(b"\n") else 1)
+        body = self.tail.rstrip(b"\r\n")
+        trailing_blank = max(self.tail[len(body):].count(b"\n") - 1, 0) if body else 0
+        return lines - 1 - trailing_blank
+
+
 class _BackgroundWriter:
     """Encodes and writes Parquet on one background thread, so that encoding a batch overlaps
     with parsing and validating the next (pyarrow releases the GIL). At most ``depth`` batches
@@ -363,7 +397,7 @@ def _read_options(names: list[str], opts: CsvOptions, encoding: str | None) -> t
     read = pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=BLOCK_SIZE,
                              encoding=encoding or "utf8")
     parse = pacsv.ParseOptions(delimiter=opts.delimiter, quote_char=opts.quote_char,
-                               ignore_empty_lines=False, newlines_in_values=False)
+                               ignore_empty_lines=True, newlines_in_values=False)
     convert = pacsv.ConvertOptions(column_types={n: pa_arrow.string() for n in names},
                                    null_values=opts.null_values, strings_can_be_null=True,
                                    quoted_strings_can_be_null=True)
@@ -376,16 +410,20 @@ def _fast_pass(stager: _Stager, stream: BinaryIO, header: list[str], match: Head
     rename = {p: match.mapping[h] for p, h in zip(positional, header, strict=True) if h in match.mapping}
     read, parse, convert = _read_options(positional, stager.opts, encoding)
 
-    def on_invalid(_row: pacsv.InvalidRow) -> str:
-        if line_numbers is None:
-            raise _NeedsSlowPath
-        return "error"  # cannot happen: the slow path already removed such lines
+    invalid: list[pacsv.InvalidRow] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        invalid.append(row)  # raising here would be swallowed by pyarrow: flag it instead
+        return "skip"
 
     parse.invalid_row_handler = on_invalid
+    counter = _LineCounter(stream)
+    seen = 0
     try:
-        reader = pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
-        seen = 0
+        reader = pacsv.open_csv(counter, read_options=read, parse_options=parse, convert_options=convert)
         for batch in reader:
+            if invalid:
+                break
             raw = pl.from_arrow(batch)
             assert isinstance(raw, pl.DataFrame)
             raw = raw.select([pl.col(p).alias(t) for p, t in rename.items()])
@@ -399,12 +437,18 @@ def _fast_pass(stager: _Stager, stream: BinaryIO, header: list[str], match: Head
                 lines = line_numbers[seen: seen + n]
             stager.process(raw, lines)
             seen += n
-    except _NeedsSlowPath:
-        raise
     except pa_arrow.ArrowInvalid as e:
-        if line_numbers is None and ("UTF8" in str(e) or "CSV parse error" in str(e)):
-            raise _NeedsSlowPath from None
+        if line_numbers is None:
+            raise _NeedsSlowPath from None  # invalid bytes, or a parse error: read it line by line
         raise FileRejected(stager.source_file, stager.contract.dataset, f"unreadable CSV: {e}") from None
+    if line_numbers is None:
+        # Ragged rows, blank lines inside the file, or a quote that swallowed line ends: the
+        # records did not map one-to-one onto lines, so start again line by line.
+        if invalid or seen != counter.records_expected():
+            raise _NeedsSlowPath
+    elif invalid or seen != len(line_numbers):
+        raise RuntimeError(f"{stager.source_file}: line accounting failed after the line-by-line pass "
+                           f"({seen} records for {len(line_numbers)} lines); nothing was published")
 
 
 def _slow_prepass(stager: _Stager, stream: BinaryIO, n_fields: int, clean_out: BinaryIO) -> np.ndarray:
@@ -479,6 +523,7 @@ def stage_csv(
         head = f.read(HEADER_LIMIT)
     header = read_header(head, opts, source_file, contract.dataset)
     match = check_header(contract, header, source_file)
+    header_only = b"\n" not in head.rstrip(b"\r\n") and len(head) < HEADER_LIMIT
 
     def attempt(slow: bool) -> StagingResult:
         s_sink, q_sink = open_sinks()
@@ -488,7 +533,9 @@ def stage_csv(
             stager = _Stager(contract, opts, source_file, staging, quarantine)
             stager.result.slow_path = slow
             try:
-                if not slow:
+                if header_only:
+                    pass  # nothing after the header: empty outputs
+                elif not slow:
                     with open_source() as f:
                         _fast_pass(stager, f, header, match, None, opts.encoding)
                 else:
