@@ -115,7 +115,7 @@ def _land(lake: LakeStorage, ds: Dataset, key: str, ingress_path: str, log) -> d
             )
         src_fs, src = filesystem_for(ingress_path)
         h = hashlib.sha256()
-        with lake.staged_write("landing", *rel) as tmp:
+        with lake.staged_write("landing", *rel, read_only=True) as tmp:
             with src_fs.open_input_stream(src) as fin, fs.open_output_stream(tmp) as fout:
                 while chunk := fin.read(1 << 20):
                     h.update(chunk)
@@ -295,13 +295,16 @@ def build_staging(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg
         if publish:
             catalog.register("staging", ds.insight_zone, ds.name,
                              lake.path("staging", ds.insight_zone, ds.name, "*.parquet"))
-        common = {"source_file": name, "partition": key, "rows_read": result.rows_read}
+        common = {"source_file": name, "partition": key, "rows_read": result.rows_read,
+                  "sha256_prefix": split_partition_key(key)[1]}
         yield dg.MaterializeResult(
             asset_key=staging_key,
             metadata={
                 **common,
                 "dagster/row_count": staged,
+                "dagster/column_schema": column_schema(ds),
                 "rows_quarantined": quarantined,
+                "quarantine_ratio": round(result.quarantine_ratio, 6),
                 "published": publish,
                 "dagster/uri": lake.uri("staging", *target),
                 "slow_path": result.slow_path,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class LakeStorage:
             self.fs(zone).delete_file(self.path(zone, *parts))
 
     @contextlib.contextmanager
-    def staged_write(self, zone: str, *parts: str) -> Iterator[str]:
+    def staged_write(self, zone: str, *parts: str, read_only: bool = False) -> Iterator[str]:
         """Yield a temporary path to write; on success it is moved onto ``parts`` in one step.
 
         On any exception the temporary object is removed and the published one is untouched.
@@ -96,10 +97,13 @@ class LakeStorage:
             with contextlib.suppress(FileNotFoundError):
                 fs.delete_file(tmp)
             raise
-        self.publish(zone, tmp, *parts)
+        self.publish(zone, tmp, *parts, read_only=read_only)
 
-    def publish(self, zone: str, tmp: str, *parts: str) -> None:
+    def publish(self, zone: str, tmp: str, *parts: str, read_only: bool = False) -> None:
         fs = self.fs(zone)
         final = self.path(zone, *parts)
         fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+        if read_only and isinstance(fs, pafs.LocalFileSystem):
+            # Immutable, and readable only by the platform's user and group, not by everyone.
+            os.chmod(tmp, 0o440)
         fs.move(tmp, final)  # rename(2) locally: atomic, replaces the previous version

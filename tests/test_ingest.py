@@ -43,6 +43,8 @@ def test_mobility_samples_reach_staging(home: Path) -> None:
     assert m["staging"].metadata["dagster/row_count"].value == 776
     assert m["quarantine"].metadata["dagster/row_count"].value == 4
     assert m["staging"].metadata["source_file"].value == "yellow_tripdata_2021-01_sample.csv"
+    schema = m["staging"].metadata["dagster/column_schema"].value
+    assert [c.name for c in schema.columns][:3] == ["vendor_id", "pickup_at", "dropoff_at"]
     sha = hashlib.sha256((YELLOW / "yellow_tripdata_2021-01_sample.csv").read_bytes()).hexdigest()
     assert m["landing"].metadata["sha256"].value == sha
     assert r2021.partition_key == f"yellow_tripdata_2021-01_sample.csv@{sha[:16]}"
@@ -54,6 +56,10 @@ def test_landing_keeps_the_exact_bytes(home: Path) -> None:
     [landed] = lake_files(home, "landing")
     assert landed.read_bytes() == src.read_bytes()
     assert landed.parent.name == r.partition_key
+    assert landed.stat().st_mode & 0o777 == 0o440  # immutable; not readable by other users
+    # Landing is never exposed through the catalog.
+    assert not [s for (s,) in query(home, "select distinct table_schema from information_schema.tables")
+                if s.startswith("landing")]
 
 
 def test_quarantine_rows_carry_reasons_and_original_values(home: Path) -> None:
