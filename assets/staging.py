@@ -39,9 +39,11 @@ import pyarrow.parquet as pq
 from assets.zones import CsvOptions
 from checks.contract import CompiledContract, HeaderMatch
 
-BLOCK_SIZE = 16 << 20  # bytes of CSV per batch: ~180k TLC rows; pandera's per-batch cost amortised
+BLOCK_SIZE = 8 << 20  # bytes of CSV per batch (~90k TLC rows): peak memory ~0.8 GiB whatever the file size
 HEADER_LIMIT = 1 << 20
 SOURCE_FILE, SOURCE_LINE = "_source_file", "_source_line"
+RAW = "__raw__"  # prefix of the raw text columns next to the typed ones
+FLAGGED_CHUNK = 50_000  # bad rows gathered before pandera explains them: bounds memory and pandera calls
 Q_COLUMNS, Q_RULES, Q_ERRORS, Q_RAW = "_failed_columns", "_failed_rules", "_errors", "_raw_record"
 
 
@@ -204,6 +206,12 @@ def quarantine_schema(contract: CompiledContract) -> pa_arrow.Schema:
 # The engine
 
 
+def _compact(df: pl.DataFrame) -> pl.DataFrame:
+    """A copy with its own buffers. A gathered string column shares the text buffers of the whole
+    batch it came from, so keeping a few bad rows would otherwise keep every batch in memory."""
+    return pl.from_arrow(df.to_arrow(compat_level=pl.CompatLevel.oldest()))  # type: ignore[return-value]
+
+
 class _Stager:
     def __init__(self, contract: CompiledContract, opts: CsvOptions, source_file: str,
                  staging: pq.ParquetWriter, quarantine: pq.ParquetWriter):
@@ -216,35 +224,71 @@ class _Stager:
         self.seen_keys: set[int] = set()
         spec = contract.spec.columns
         self.typed_columns = [c for c in contract.columns if spec[c].type != "string"]
-        self.rule_columns = {r: sorted(set(e.meta.root_names())) for r, e in contract.rules.items()}
         self.fallback_columns = [c for c, exprs in contract.parse.items() if len(exprs) > 1]
+        self.row_rules = [r for r in contract.rules if r.name in {x.name for x in contract.spec.rules}]
+        # Is a row bad? A value that did not parse, or any rule failing: one expression.
+        self.bad_row = pl.any_horizontal(
+            [pl.col(RAW + c).is_not_null() & pl.col(c).is_null() for c in self.typed_columns]
+            + [~r.ok for r in contract.rules]
+        ).alias("bad")
+        self.flagged: list[tuple[pl.DataFrame, pl.DataFrame, np.ndarray, np.ndarray]] = []
+        self.flagged_rows = 0
         self.pii_columns = [c for c, col in spec.items() if col.pii]
         # A rule over PII columns must not print their values either.
-        self.pii_columns += [
-            ", ".join(cols) for cols in self.rule_columns.values() if set(cols) & set(self.pii_columns)
-        ]
+        self.pii_columns += [r.label for r in self.row_rules if set(r.columns) & set(self.pii_columns)]
 
     # -- batches ------------------------------------------------------------------------------
     def process(self, raw: pl.DataFrame, lines: np.ndarray) -> None:
-        """``raw``: target-named text columns; ``lines``: each row's line number in the file."""
+        """``raw``: target-named text columns; ``lines``: each row's line number in the file.
+
+        One parallel polars pass decides which rows are clean, from the same expressions that back
+        the pandera checks; pandera then explains the flagged rows (failure cases) and checks the
+        schema of the clean ones."""
         n = raw.height
         self.result.rows_read += n
         typed = self._parse(raw)
-        failures = [self._type_failures(raw, typed), self._pandera_failures(typed)]
-        if self.contract.spec.unique_key:
-            failures.append(self._duplicate_keys(typed))
-        fails = pl.concat([f for f in failures if f is not None and f.height], how="vertical")  \
-            if any(f is not None and f.height for f in failures) else None
+        bad = typed.hstack(raw.select(pl.all().name.prefix(RAW))).select(self.bad_row).to_series()
+        duplicates = self._duplicate_keys(typed) if self.contract.spec.unique_key else None
+        if duplicates is not None:
+            bad = bad | pl.Series(duplicates)
         line_col = pl.Series(SOURCE_LINE, lines, dtype=pl.Int64)
-        if fails is None:
+        if not bad.any():
             self._write_staging(typed, line_col)
             return
+        self._write_staging(typed.filter(~bad), line_col.filter(~bad))
+        idx = bad.arg_true()
+        dup = duplicates[idx.to_numpy()] if duplicates is not None else np.zeros(idx.len(), dtype=bool)
+        self.flagged.append((_compact(raw[idx]), _compact(typed[idx]), lines[idx.to_numpy()], dup))
+        self.flagged_rows += idx.len()
+        if self.flagged_rows >= FLAGGED_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Explain the flagged rows gathered so far and write them to quarantine. Gathering them
+        first means pandera runs once per chunk of bad rows, not once per batch."""
+        if not self.flagged:
+            return
+        raw_bad = pl.concat([f[0] for f in self.flagged])
+        typed_bad = pl.concat([f[1] for f in self.flagged])
+        lines_bad = np.concatenate([f[2] for f in self.flagged])
+        dup = np.concatenate([f[3] for f in self.flagged])
+        self.flagged.clear()
+        self.flagged_rows = 0
+        n_bad = raw_bad.height
+        parts = [self._type_failures(raw_bad, typed_bad), self._rule_failures(raw_bad, typed_bad)]
+        if dup.any():
+            parts.append(self._duplicate_failures(raw_bad, dup))
+        fails = pl.concat([p for p in parts if p is not None and p.height])
         # A value that failed to parse is reported as such, not again as a null.
-        typed_fail = fails.filter(pl.col("rule").str.starts_with("type("))
         fails = fails.join(
-            typed_fail.select("idx", "column").with_columns(pl.lit("not_nullable").alias("rule")),
+            fails.filter(pl.col("rule").str.starts_with("type(")).select(
+                "idx", "column", pl.lit("not_nullable").alias("rule")),
             on=["idx", "column", "rule"], how="anti",
         )
+        explained = fails["idx"].n_unique()
+        if explained != n_bad:
+            raise RuntimeError(f"contract {self.contract.dataset}: {n_bad - explained} flagged rows have no "
+                               "failing check; the compiled contract is inconsistent")
         for col, rule, cnt in fails.group_by("column", "rule").agg(pl.col("idx").n_unique()).iter_rows():
             self.result.violations[f"{col}: {rule}"] += cnt
         # Quarantine keeps original values (it is a restricted zone); messages that leave it, as
@@ -261,15 +305,10 @@ class _Stager:
                  pl.col("msg").str.join("; ").alias(Q_ERRORS), pl.col("public").str.join("; "))
             .sort("idx")
         )
-        bad_idx = per_row["idx"]
-        mask = np.zeros(n, dtype=bool)
-        mask[bad_idx.to_numpy()] = True
-        keep = pl.Series(~mask)
-        self._write_staging(typed.filter(keep), line_col.filter(keep))
-        q = raw.with_row_index("idx").join(per_row, on="idx", how="inner").sort("idx")
+        q = raw_bad.with_row_index("idx").join(per_row, on="idx", how="inner").sort("idx")
         q = q.with_columns(
             pl.lit(self.source_file).alias(SOURCE_FILE),
-            pl.Series(SOURCE_LINE, lines[q["idx"].to_numpy()], dtype=pl.Int64),
+            pl.Series(SOURCE_LINE, lines_bad[q["idx"].to_numpy()], dtype=pl.Int64),
             pl.lit(None, dtype=pl.String).alias(Q_RAW),
         )
         self._write_quarantine(q)
@@ -280,7 +319,15 @@ class _Stager:
 
     def _parse(self, raw: pl.DataFrame) -> pl.DataFrame:
         typed = raw.select([exprs[0] for exprs in self.contract.parse.values()])
-        for col in self.fallback_columns:
+        if not self.fallback_columns:
+            return typed
+        # One parallel pass tells which columns have values the first parse missed.
+        missed_counts = typed.select(self.fallback_columns).hstack(
+            raw.select(pl.col(self.fallback_columns).name.prefix(RAW))
+        ).select([(pl.col(RAW + c).is_not_null() & pl.col(c).is_null()).sum() for c in self.fallback_columns]).row(0)
+        for col, count in zip(self.fallback_columns, missed_counts, strict=True):
+            if not count:
+                continue
             parsed = typed[col]
             for expr in self.contract.parse[col][1:]:
                 missed = (raw[col].is_not_null() & parsed.is_null()).arg_true()
@@ -293,23 +340,18 @@ class _Stager:
 
     def _type_failures(self, raw: pl.DataFrame, typed: pl.DataFrame) -> pl.DataFrame | None:
         spec = self.contract.spec.columns
-        if not self.typed_columns:
-            return None
-        masks = pl.DataFrame({c: raw[c].is_not_null() & typed[c].is_null() for c in self.typed_columns})
-        any_bad = masks.select(pl.any_horizontal(pl.all())).to_series()
-        if not any_bad.any():
-            return None
         rows = []
         for c in self.typed_columns:
-            idx = masks[c].arg_true()
+            idx = (raw[c].is_not_null() & typed[c].is_null()).arg_true()
             if idx.len():
                 formats = spec[c].formats
                 rule = f"type({spec[c].type})" if not formats else f"type({spec[c].type} as {' or '.join(formats)})"
                 rows.append(pl.DataFrame({"idx": idx.cast(pl.UInt32), "column": c, "rule": rule,
                                           "value": raw[c].gather(idx)}))
-        return pl.concat(rows)
+        return pl.concat(rows) if rows else None
 
-    def _pandera_failures(self, typed: pl.DataFrame) -> pl.DataFrame | None:
+    def _rule_failures(self, raw: pl.DataFrame, typed: pl.DataFrame) -> pl.DataFrame | None:
+        """pandera's verdict on the flagged rows, with the original text of the values involved."""
         try:
             self.contract.schema.validate(typed, lazy=True)
             return None
@@ -318,48 +360,50 @@ class _Stager:
         if fc["index"].null_count():
             # A failure without a row (e.g. a dtype mismatch) is a bug in the compiled contract.
             raise RuntimeError(f"contract {self.contract.dataset} failed on the whole batch: {fc}")
-        rule_cols = pl.col("check").replace_strict(
-            {r: ", ".join(c) for r, c in self.rule_columns.items()}, default=None
-        )
-        out = fc.select(
+        fc = fc.select(
             pl.col("index").cast(pl.UInt32).alias("idx"),
-            pl.when(pl.col("schema_context") == "DataFrameSchema").then(rule_cols)
-            .otherwise(pl.col("column")).fill_null("*").alias("column"),
+            pl.col("schema_context").alias("context"),
+            pl.col("column"),
             pl.col("check").alias("rule"),
-            pl.when(pl.col("schema_context") == "DataFrameSchema").then(None)
-            .otherwise(pl.col("failure_case")).cast(pl.String).alias("value"),
         )
-        # A row rule's "value" is the values of the columns it reads: ``a=1, b=2``.
-        parts = [out.filter(pl.col("value").is_not_null() | ~pl.col("rule").is_in(list(self.rule_columns)))]
-        for rule, cols in self.rule_columns.items():
-            hit = out.filter(pl.col("rule") == rule, pl.col("value").is_null())
+        with_idx = raw.with_row_index("idx")
+        long = with_idx.unpivot(index="idx", variable_name="column", value_name="value")
+        out = [fc.filter(pl.col("context") == "Column").join(long, on=["idx", "column"], how="left")
+               .select("idx", "column", "rule", "value")]
+        for rule in self.row_rules:  # a row rule's value: the values it reads, ``a=1, b=2``
+            hit = fc.filter(pl.col("context") == "DataFrameSchema", pl.col("rule") == rule.name)
             if hit.height:
-                vals = typed.select(cols).with_row_index("idx").filter(pl.col("idx").is_in(hit["idx"].implode()))
-                vals = vals.select(pl.col("idx").cast(pl.UInt32), pl.concat_str(
-                    [pl.lit(f"{c}=") + pl.col(c).cast(pl.String).fill_null("null") for c in cols], separator=", "
+                vals = with_idx.select("idx", pl.concat_str(
+                    [pl.lit(f"{c}=") + pl.col(c).fill_null("null") for c in rule.columns], separator=", ",
                 ).alias("value"))
-                parts.append(hit.drop("value").join(vals, on="idx", how="left").select(out.columns))
-        return pl.concat(parts)
+                out.append(hit.join(vals, on="idx", how="left").select(
+                    "idx", pl.lit(rule.label).alias("column"), "rule", "value"))
+        return pl.concat(out)
 
-    def _duplicate_keys(self, typed: pl.DataFrame) -> pl.DataFrame | None:
+    def _duplicate_failures(self, raw: pl.DataFrame, dup: np.ndarray) -> pl.DataFrame | None:
         keys = self.contract.spec.unique_key
-        complete = typed.select(pl.all_horizontal(pl.col(keys).is_not_null())).to_series()
-        hashes = typed.select(pl.struct(keys).hash(seed=0)).to_series().to_numpy()
+        idx = pl.Series(np.flatnonzero(dup), dtype=pl.UInt32)
+        if not idx.len():
+            return None
+        value = raw.select(pl.concat_str([pl.col(k).fill_null("null") for k in keys], separator="|"))
+        return pl.DataFrame({"idx": idx, "column": ", ".join(keys), "rule": "unique_key",
+                             "value": value.to_series().gather(idx)})
+
+    def _duplicate_keys(self, typed: pl.DataFrame) -> np.ndarray:
+        """Rows whose key was already seen earlier in the file (the first occurrence is kept)."""
+        keys = self.contract.spec.unique_key
+        complete = typed.select(pl.all_horizontal(pl.col(keys).is_not_null())).to_series().to_list()
+        hashes = typed.select(pl.struct(keys).hash(seed=0)).to_series().to_list()
         dup = np.zeros(typed.height, dtype=bool)
         seen = self.seen_keys
-        for i, (h, ok) in enumerate(zip(hashes.tolist(), complete.to_list(), strict=True)):
+        for i, (h, ok) in enumerate(zip(hashes, complete, strict=True)):
             if not ok:
                 continue
             if h in seen:
                 dup[i] = True
             else:
                 seen.add(h)
-        if not dup.any():
-            return None
-        idx = pl.Series(np.flatnonzero(dup), dtype=pl.UInt32)
-        value = typed.select(pl.concat_str([pl.col(k).cast(pl.String) for k in keys], separator="|"))
-        return pl.DataFrame({"idx": idx, "column": ", ".join(keys), "rule": "unique_key",
-                             "value": value.to_series().gather(idx)})
+        return dup
 
     def quarantine_raw(self, lines: list[int], rule: str, errors: list[str], records: list[str]) -> None:
         """Records the fast path cannot read at all (structure, encoding), with their text."""
@@ -398,7 +442,7 @@ def _read_options(names: list[str], opts: CsvOptions, encoding: str | None) -> t
                              encoding=encoding or "utf8")
     parse = pacsv.ParseOptions(delimiter=opts.delimiter, quote_char=opts.quote_char,
                                ignore_empty_lines=True, newlines_in_values=False)
-    convert = pacsv.ConvertOptions(column_types={n: pa_arrow.string() for n in names},
+    convert = pacsv.ConvertOptions(column_types={n: pa_arrow.large_string() for n in names},
                                    null_values=opts.null_values, strings_can_be_null=True,
                                    quoted_strings_can_be_null=True)
     return read, parse, convert
@@ -437,6 +481,7 @@ def _fast_pass(stager: _Stager, stream: BinaryIO, header: list[str], match: Head
                 lines = line_numbers[seen: seen + n]
             stager.process(raw, lines)
             seen += n
+        stager.flush()
     except pa_arrow.ArrowInvalid as e:
         if line_numbers is None:
             raise _NeedsSlowPath from None  # invalid bytes, or a parse error: read it line by line

@@ -146,13 +146,29 @@ class HeaderMatch:
         return bool(self.missing or self.duplicated)
 
 
+@dataclass(frozen=True)
+class Rule:
+    """One rule of a contract, as one polars expression that is true where a row passes.
+
+    The same expression backs the pandera check and the engine's vectorised row split, so the
+    two cannot disagree."""
+
+    name: str  # as pandera names it: in_range(1.0, 265.0), isin([...]), not_nullable, or the rule's name
+    columns: tuple[str, ...]
+    ok: pl.Expr
+
+    @property
+    def label(self) -> str:
+        return ", ".join(self.columns)
+
+
 @dataclass
 class CompiledContract:
     dataset: str
     spec: ContractSpec
     schema: pa.DataFrameSchema
     parse: dict[str, list[pl.Expr]]  # target column → parse expressions over its raw text, by preference
-    rules: dict[str, pl.Expr] = field(default_factory=dict)
+    rules: list[Rule] = field(default_factory=list)  # every rule except parsing (type) and uniqueness
 
     @property
     def columns(self) -> list[str]:
@@ -186,8 +202,8 @@ class CompiledContract:
 
 def _parse_exprs(name: str, col: ColumnSpec) -> list[pl.Expr]:
     """Expressions that parse the raw text of a column, in order of preference: the first is
-    applied to every value, each next one only when a batch has values the previous ones missed
-    (so a file in the usual format pays for one parse)."""
+    applied to every value, each next one only to values the previous ones missed (so a file in
+    the usual format pays for one parse; surrounding spaces cost only where they occur)."""
     raw = pl.col(name)
     if col.type == "string":
         return [raw]
@@ -197,55 +213,74 @@ def _parse_exprs(name: str, col: ColumnSpec) -> list[pl.Expr]:
             pl.when(low.is_in(TRUE_WORDS)).then(True).when(low.is_in(FALSE_WORDS)).then(False)
             .otherwise(None).alias(name)
         ]
-    if col.type in ("timestamp", "date"):
-        formats = col.formats or DEFAULT_FORMATS[col.type]
-        text = raw.str.strip_chars()
+    exprs = []
+    for text in (raw, raw.str.strip_chars()):
         if col.type == "timestamp":
-            return [text.str.to_datetime(f, time_unit="us", strict=False).alias(name) for f in formats]
-        return [text.str.to_date(f, strict=False).alias(name) for f in formats]
-    return [raw.str.strip_chars().cast(col.dtype, strict=False).alias(name)]
+            # cache=False: timestamps are mostly distinct, and the cache doubles the parse cost.
+            exprs += [text.str.to_datetime(f, time_unit="us", strict=False, cache=False).alias(name)
+                      for f in col.formats or DEFAULT_FORMATS["timestamp"]]
+        elif col.type == "date":
+            exprs += [text.str.to_date(f, strict=False, cache=False).alias(name)
+                      for f in col.formats or DEFAULT_FORMATS["date"]]
+        else:
+            exprs.append(text.cast(col.dtype, strict=False).alias(name))
+    return exprs
 
 
-def _column_checks(col: ColumnSpec) -> list[pa.Check]:
-    checks = []
+def _num(v: float) -> float:
+    return float(v)
+
+
+def column_rules(name: str, col: ColumnSpec) -> list[Rule]:
+    """A column's rules. Like pandera's built-in checks, a null passes every rule but nullability."""
+    c = pl.col(name)
+    rules = []
+    if not col.nullable:
+        rules.append(Rule("not_nullable", (name,), c.is_not_null()))
     if col.min is not None and col.max is not None:
-        checks.append(pa.Check.in_range(col.min, col.max))
+        rules.append(Rule(f"in_range({_num(col.min)}, {_num(col.max)})", (name,),
+                          c.is_between(col.min, col.max) | c.is_null()))
     elif col.min is not None:
-        checks.append(pa.Check.ge(col.min))
+        rules.append(Rule(f"greater_than_or_equal_to({_num(col.min)})", (name,), (c >= col.min) | c.is_null()))
     elif col.max is not None:
-        checks.append(pa.Check.le(col.max))
+        rules.append(Rule(f"less_than_or_equal_to({_num(col.max)})", (name,), (c <= col.max) | c.is_null()))
     if col.allowed is not None:
-        checks.append(pa.Check.isin(col.allowed))
+        rules.append(Rule(f"isin({col.allowed})", (name,), c.is_in(col.allowed) | c.is_null()))
     if col.pattern is not None:
-        checks.append(pa.Check.str_matches(col.pattern))
-    return checks
+        rules.append(Rule(f"str_matches('{col.pattern}')", (name,), c.str.contains(col.pattern) | c.is_null()))
+    return rules
 
 
-def _row_check(rule: RowRule, expr: pl.Expr) -> pa.Check:
-    # A rule over a NULL value passes: nullability is its own rule, reported once.
-    def check(data: pa.PolarsData, _e: pl.Expr = expr) -> pl.LazyFrame:
-        return data.lazyframe.select(_e.fill_null(True).alias("passed"))
+def _as_check(rule: Rule) -> pa.Check:
+    def check(data: pa.PolarsData, _ok: pl.Expr = rule.ok) -> pl.LazyFrame:
+        return data.lazyframe.select(_ok.alias("passed"))
 
     return pa.Check(check, name=rule.name)
 
 
 def compile_contract(dataset: str, spec: ContractSpec) -> CompiledContract:
-    rules = {r.name: pl.sql_expr(r.expr) for r in spec.rules}
+    per_column = {name: column_rules(name, col) for name, col in spec.columns.items()}
+    row_rules = [
+        Rule(r.name, tuple(sorted(set(pl.sql_expr(r.expr).meta.root_names()))),
+             pl.sql_expr(r.expr).fill_null(True))  # a rule over a NULL passes: nullability is its own rule
+        for r in spec.rules
+    ]
     schema = pa.DataFrameSchema(
         {
             name: pa.Column(
                 col.dtype,
                 nullable=col.nullable,
-                checks=_column_checks(col),
+                checks=[_as_check(r) for r in per_column[name] if r.name != "not_nullable"],
                 description=col.description or None,
                 metadata={"pii": col.pii} if col.pii else None,
             )
             for name, col in spec.columns.items()
         },
-        checks=[_row_check(r, rules[r.name]) for r in spec.rules],
+        checks=[_as_check(r) for r in row_rules],
         name=dataset,
         strict=True,
         ordered=False,
     )
     parse = {name: _parse_exprs(name, col) for name, col in spec.columns.items()}
+    rules = [r for name in spec.columns for r in per_column[name]] + row_rules
     return CompiledContract(dataset, spec, schema, parse, rules)

@@ -73,7 +73,7 @@ def test_row_rule_is_a_dataframe_check_and_null_passes() -> None:
 def test_timestamp_formats_are_tried_in_order() -> None:
     c = _compile({"t": {"type": "timestamp", "formats": ["%Y-%m-%d %H:%M:%S", "%m/%d/%Y %H:%M"]}})
     raw = pl.DataFrame({"t": ["2019-06-01 00:55:13", "01/01/2021 0:30", "31/12/2020 23:59"]})
-    first, second = c.parse["t"]
+    first, second = c.parse["t"][:2]  # then the same formats again on stripped text
     parsed = raw.select(pl.coalesce(raw.select(first).to_series(), raw.select(second).to_series()))
     assert [str(v) for v in parsed.to_series().to_list()] == ["2019-06-01 00:55:13", "2021-01-01 00:30:00", "None"]
 
