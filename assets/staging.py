@@ -33,6 +33,7 @@ import numpy as np
 import pandera.polars as pa
 import polars as pl
 import pyarrow as pa_arrow
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -43,6 +44,8 @@ BLOCK_SIZE = 8 << 20  # bytes of CSV per batch (~90k TLC rows): peak memory ~0.8
 HEADER_LIMIT = 1 << 20
 SOURCE_FILE, SOURCE_LINE = "_source_file", "_source_line"
 RAW = "__raw__"  # prefix of the raw text columns next to the typed ones
+ARROW_TYPES = {"int16": pa_arrow.int16(), "int32": pa_arrow.int32(), "int64": pa_arrow.int64(),
+               "float64": pa_arrow.float64()}
 FLAGGED_CHUNK = 50_000  # bad rows gathered before pandera explains them: bounds memory and pandera calls
 Q_COLUMNS, Q_RULES, Q_ERRORS, Q_RAW = "_failed_columns", "_failed_rules", "_errors", "_raw_record"
 
@@ -224,13 +227,10 @@ class _Stager:
         self.seen_keys: set[int] = set()
         spec = contract.spec.columns
         self.typed_columns = [c for c in contract.columns if spec[c].type != "string"]
-        self.fallback_columns = [c for c, exprs in contract.parse.items() if len(exprs) > 1]
+        self.arrow_casts = {c: ARROW_TYPES[spec[c].type] for c in contract.columns if spec[c].type in ARROW_TYPES}
         self.row_rules = [r for r in contract.rules if r.name in {x.name for x in contract.spec.rules}]
-        # Is a row bad? A value that did not parse, or any rule failing: one expression.
-        self.bad_row = pl.any_horizontal(
-            [pl.col(RAW + c).is_not_null() & pl.col(c).is_null() for c in self.typed_columns]
-            + [~r.ok for r in contract.rules]
-        ).alias("bad")
+        # Does a row fail any rule? One expression, evaluated in one parallel pass per batch.
+        self.rule_failed = pl.any_horizontal([~r.ok for r in contract.rules]).alias("bad")
         self.flagged: list[tuple[pl.DataFrame, pl.DataFrame, np.ndarray, np.ndarray]] = []
         self.flagged_rows = 0
         self.pii_columns = [c for c, col in spec.items() if col.pii]
@@ -238,16 +238,17 @@ class _Stager:
         self.pii_columns += [r.label for r in self.row_rules if set(r.columns) & set(self.pii_columns)]
 
     # -- batches ------------------------------------------------------------------------------
-    def process(self, raw: pl.DataFrame, lines: np.ndarray) -> None:
-        """``raw``: target-named text columns; ``lines``: each row's line number in the file.
+    def process(self, raw_batch: pa_arrow.RecordBatch, lines: np.ndarray) -> None:
+        """``raw_batch``: the text of each contract column (Arrow); ``lines``: each row's line number.
 
         One parallel polars pass decides which rows are clean, from the same expressions that back
-        the pandera checks; pandera then explains the flagged rows (failure cases) and checks the
-        schema of the clean ones."""
-        n = raw.height
+        the pandera checks; pandera then explains the flagged rows (failure cases)."""
+        n = raw_batch.num_rows
         self.result.rows_read += n
-        typed = self._parse(raw)
-        bad = typed.hstack(raw.select(pl.all().name.prefix(RAW))).select(self.bad_row).to_series()
+        typed, unparsed, raw_text = self._parse(raw_batch)
+        bad = typed.select(self.rule_failed).to_series() if self.contract.rules else pl.Series([False] * n)
+        for col in unparsed:
+            bad = bad | (raw_text[col].is_not_null() & typed[col].is_null())
         duplicates = self._duplicate_keys(typed) if self.contract.spec.unique_key else None
         if duplicates is not None:
             bad = bad | pl.Series(duplicates)
@@ -257,8 +258,11 @@ class _Stager:
             return
         self._write_staging(typed.filter(~bad), line_col.filter(~bad))
         idx = bad.arg_true()
-        dup = duplicates[idx.to_numpy()] if duplicates is not None else np.zeros(idx.len(), dtype=bool)
-        self.flagged.append((_compact(raw[idx]), _compact(typed[idx]), lines[idx.to_numpy()], dup))
+        take = idx.to_numpy()
+        dup = duplicates[take] if duplicates is not None else np.zeros(idx.len(), dtype=bool)
+        raw_bad = pl.from_arrow(raw_batch.take(pa_arrow.array(take)))  # a copy: its own small buffers
+        assert isinstance(raw_bad, pl.DataFrame)
+        self.flagged.append((raw_bad, _compact(typed[idx]), lines[take], dup))
         self.flagged_rows += idx.len()
         if self.flagged_rows >= FLAGGED_CHUNK:
             self.flush()
@@ -317,26 +321,51 @@ class _Stager:
                 if len(self.result.examples) < 5:
                     self.result.examples.append(f"line {line}: {err}")
 
-    def _parse(self, raw: pl.DataFrame) -> pl.DataFrame:
-        typed = raw.select([exprs[0] for exprs in self.contract.parse.values()])
-        if not self.fallback_columns:
-            return typed
-        # One parallel pass tells which columns have values the first parse missed.
-        missed_counts = typed.select(self.fallback_columns).hstack(
-            raw.select(pl.col(self.fallback_columns).name.prefix(RAW))
-        ).select([(pl.col(RAW + c).is_not_null() & pl.col(c).is_null()).sum() for c in self.fallback_columns]).row(0)
-        for col, count in zip(self.fallback_columns, missed_counts, strict=True):
+    def _parse(self, raw_batch: pa_arrow.RecordBatch) -> tuple[pl.DataFrame, list[str], pl.DataFrame]:
+        """Typed columns; the columns that still hold values no accepted format could parse; and
+        the text of the columns parsed by polars.
+
+        A numeric column is first cast by Arrow (C++, and zero-copy into polars); only when that
+        fails for a batch (a bad value, surrounding spaces) does the column go through the polars
+        parse chain, which decides value by value. Either way the result is the same."""
+        arrow_typed: dict[str, pa_arrow.Array] = {}
+        for c, arrow_type in self.arrow_casts.items():
+            try:
+                arrow_typed[c] = pc.cast(raw_batch.column(c), arrow_type)
+            except (pa_arrow.ArrowInvalid, pa_arrow.ArrowNotImplementedError):
+                pass
+        by_polars = [c for c in self.contract.columns if c not in arrow_typed]
+        raw = pl.from_arrow(raw_batch.select(by_polars)) if by_polars else pl.DataFrame()
+        assert isinstance(raw, pl.DataFrame)
+        typed = raw.select([self.contract.parse[c][0] for c in by_polars])
+        if arrow_typed:
+            from_arrow = pl.from_arrow(pa_arrow.record_batch(list(arrow_typed.values()), names=list(arrow_typed)))
+            assert isinstance(from_arrow, pl.DataFrame)
+            typed = typed.hstack(from_arrow) if by_polars else from_arrow
+        typed = typed.select(self.contract.columns)
+        check = [c for c in self.typed_columns if c in by_polars]
+        if not check:
+            return typed, [], raw
+        # One parallel pass tells which columns have values the first parse missed (usually none).
+        missed_counts = typed.select(check).hstack(
+            raw.select(pl.col(check).name.prefix(RAW))
+        ).select([(pl.col(RAW + c).is_not_null() & pl.col(c).is_null()).sum() for c in check]).row(0)
+        unparsed = []
+        for col, count in zip(check, missed_counts, strict=True):
             if not count:
                 continue
             parsed = typed[col]
+            missed = (raw[col].is_not_null() & parsed.is_null()).arg_true()
             for expr in self.contract.parse[col][1:]:
+                retry = raw.select(pl.col(col).gather(missed)).select(expr).to_series()
+                parsed = parsed.scatter(missed, retry)
                 missed = (raw[col].is_not_null() & parsed.is_null()).arg_true()
                 if not missed.len():
                     break
-                retry = raw.select(pl.col(col).gather(missed)).select(expr).to_series()
-                parsed = parsed.scatter(missed, retry)
             typed = typed.with_columns(parsed.alias(col))
-        return typed
+            if missed.len():
+                unparsed.append(col)
+        return typed, unparsed, raw
 
     def _type_failures(self, raw: pl.DataFrame, typed: pl.DataFrame) -> pl.DataFrame | None:
         spec = self.contract.spec.columns
@@ -468,13 +497,13 @@ def _fast_pass(stager: _Stager, stream: BinaryIO, header: list[str], match: Head
         for batch in reader:
             if invalid:
                 break
-            raw = pl.from_arrow(batch)
-            assert isinstance(raw, pl.DataFrame)
-            raw = raw.select([pl.col(p).alias(t) for p, t in rename.items()])
-            if match.absent_optional:
-                raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in match.absent_optional])
-            raw = raw.select(stager.contract.columns)
-            n = raw.height
+            n = batch.num_rows
+            by_target = {t: batch.column(p) for p, t in rename.items()}
+            raw = pa_arrow.record_batch(
+                [by_target[c] if c in by_target else pa_arrow.nulls(n, pa_arrow.large_string())
+                 for c in stager.contract.columns],
+                names=stager.contract.columns,
+            )
             if line_numbers is None:
                 lines = np.arange(seen + 2, seen + 2 + n, dtype=np.int64)
             else:
