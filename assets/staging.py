@@ -18,6 +18,7 @@ contract rejects them) raise :class:`FileRejected`; nothing is written.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
 import os
@@ -330,10 +331,8 @@ class _Stager:
         parse chain, which decides value by value. Either way the result is the same."""
         arrow_typed: dict[str, pa_arrow.Array] = {}
         for c, arrow_type in self.arrow_casts.items():
-            try:
+            with contextlib.suppress(pa_arrow.ArrowInvalid, pa_arrow.ArrowNotImplementedError):
                 arrow_typed[c] = pc.cast(raw_batch.column(c), arrow_type)
-            except (pa_arrow.ArrowInvalid, pa_arrow.ArrowNotImplementedError):
-                pass
         by_polars = [c for c in self.contract.columns if c not in arrow_typed]
         raw = pl.from_arrow(raw_batch.select(by_polars)) if by_polars else pl.DataFrame()
         assert isinstance(raw, pl.DataFrame)
