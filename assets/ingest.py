@@ -114,6 +114,7 @@ def _land(lake: LakeStorage, ds: Dataset, key: str, ingress_path: str, log) -> d
                 "the sensor passes it; re-deliver the file to ingress to land it again"
             )
         src_fs, src = filesystem_for(ingress_path)
+        before = src_fs.get_file_info(src)
         h = hashlib.sha256()
         with lake.staged_write("landing", *rel, read_only=True) as tmp:
             with src_fs.open_input_stream(src) as fin, fs.open_output_stream(tmp) as fout:
@@ -128,11 +129,18 @@ def _land(lake: LakeStorage, ds: Dataset, key: str, ingress_path: str, log) -> d
                 )
         landed_now = True
     if ingress_path:
+        # The bytes are safe in landing, so the file leaves ingress (which holds pending files
+        # only), unless it changed meanwhile: then it stays, to be picked up as a new delivery.
         src_fs, src = filesystem_for(ingress_path)
         info = src_fs.get_file_info(src)
-        if info.type.name == "File" and sha256_of(src_fs, src) == sha:
-            src_fs.delete_file(src)  # the bytes are safe in landing; ingress holds pending files only
-            log.info(f"removed {ingress_path} from ingress: its bytes are in landing")
+        if info.type.name == "File":
+            unchanged = (
+                (info.size, info.mtime_ns) == (before.size, before.mtime_ns) if landed_now
+                else sha256_of(src_fs, src) == sha
+            )
+            if unchanged:
+                src_fs.delete_file(src)
+                log.info(f"removed {ingress_path} from ingress: its bytes are in landing")
     size = fs.get_file_info(lake.path("landing", *rel)).size
     return {"sha": sha, "size": size, "name": name, "landed_now": landed_now, "uri": lake.uri("landing", *rel)}
 

@@ -186,3 +186,30 @@ def test_catalog_is_not_held_open_between_writes(home: Path) -> None:
         assert con.execute("select count(*) from staging_mobility.taxi_zones").fetchone() == (265,)
     finally:
         con.close()
+
+
+def test_file_changed_after_pickup_is_not_landed_and_stays_in_ingress(home: Path) -> None:
+    from assets.ingest import LandingConfig
+    from assets.sensors import partition_key
+    from resources.platform import PlatformResource
+
+    defs = dataset_defs("mobility__taxi_zones")
+    src = ZONES.read_bytes()
+    ingress = home / "ingress" / "mobility" / "taxi_zones"
+    ingress.mkdir(parents=True)
+    path = ingress / "taxi_zone_lookup.csv"
+    path.write_bytes(src)
+    key = partition_key(path.name, hashlib.sha256(src).hexdigest())  # what the sensor saw
+    path.write_bytes(src + b'266,"Queens","New Zone","Boro Zone"\n')  # then the uploader rewrote it
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(defs.partitions.name, [key])
+        result = dg.materialize(
+            [defs.landing, defs.staging], partition_key=key, instance=instance, raise_on_error=False,
+            resources={"platform": PlatformResource(environment="local", home=str(home))},
+            run_config=dg.RunConfig(ops={"landing__mobility__taxi_zones": LandingConfig(ingress_path=str(path))}),
+        )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "changed after it was picked up" in failure.event_specific_data.error.message
+    assert path.exists() and path.read_bytes().endswith(b"New Zone\",\"Boro Zone\"\n")
+    assert lake_files(home, "landing") == [] and lake_files(home, "staging") == []
