@@ -22,7 +22,8 @@ SAMPLES = REPO_ROOT / "samples"
 INSTANCE_YAML = """\
 # Written by `python -m cli dagster-home` for `make run`.
 run_queue:
-  max_concurrent_runs: 2   # two cores: two ingest runs at a time
+  max_concurrent_runs: 2      # two cores: two ingest runs at a time
+  dequeue_interval_seconds: 1 # start a queued run within a second, not five
 sensors:
   use_threads: true
   num_workers: 4
