@@ -48,7 +48,7 @@ def split_partition_key(key: str) -> tuple[str, str]:
 
 @dataclass
 class Cursor:
-    # name → [size, mtime_ns, sha256 or "" for files ignored by pattern]
+    # name → [size, mtime_ns] of each handled file still in the folder (its hash is not needed again)
     files: dict[str, list] = field(default_factory=dict)
 
     @classmethod
@@ -116,7 +116,7 @@ def plan_tick(
             continue
         if not fnmatch.fnmatchcase(f.name, pattern):
             plan.ignored.append((f, f"name does not match the dataset's pattern {pattern!r}"))
-            new_files[f.name] = [f.size, f.mtime_ns, ""]
+            new_files[f.name] = [f.size, f.mtime_ns]
             continue
         if now_ns - f.mtime_ns < settle_ns:
             plan.waiting.append(f)  # may still be being written
@@ -134,7 +134,7 @@ def plan_tick(
         else:
             plan.requests.append(Request(f, digest, key))
             by_digest[digest[:HASH_CHARS]] = key
-        new_files[f.name] = [f.size, f.mtime_ns, digest]
+        new_files[f.name] = [f.size, f.mtime_ns]
     if len(new_files) > CURSOR_CAP:  # keep the newest; an evicted file is only re-hashed
         keep = sorted(new_files.items(), key=lambda kv: kv[1][1])[-CURSOR_CAP:]
         new_files = dict(keep)
