@@ -27,6 +27,7 @@ def test_mobility_samples_reach_staging(home: Path) -> None:
     for r in (r2019, r2021, rzones):
         assert r.success, r.failure_message()
         assert all(c.passed for c in r.checks().values())
+        assert {c.partition for c in r.checks().values()} == {r.partition_key}  # a verdict per file
         assert not r.ingress_file.exists()  # landed, so removed from ingress
     assert query(home, "select count(*) from staging_mobility.yellow_trips") == [(1776,)]
     assert query(home, "select count(*) from quarantine_mobility.yellow_trips") == [(4,)]

@@ -1,0 +1,175 @@
+"""End to end under a real ``dagster dev`` (webserver + daemon + code server): the bundled samples
+are delivered into ingress, the sensors start one run per file, and the outcome is read back
+through the GraphQL API, the lake and the DuckDB catalog, as a user would see it."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import pytest
+from dagster_dev import TERMINAL, DagsterDev, drop_file
+
+from assets.ingest import SENSOR_INTERVAL_S
+from assets.sensors import partition_key
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples" / "mobility"
+TRIPS = ("mobility", "yellow_trips")
+ZONES = ("mobility", "taxi_zones")
+GOOD_TRIPS = ("yellow_tripdata_2019-06_sample.csv", "yellow_tripdata_2021-01_sample.csv")
+BAD_TRIPS = "yellow_tripdata_2009-01_sample.csv"
+ZONE_FILE = "taxi_zone_lookup.csv"
+STAGING_KEY = ["staging", *TRIPS]
+RUNS_TIMEOUT_S = 240
+
+pytestmark = pytest.mark.slow
+
+
+def key_of(path: Path) -> str:
+    return partition_key(path.name, hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def count(home: Path, table: str) -> int:
+    con = duckdb.connect(str(home / "catalog.duckdb"), read_only=True)
+    try:
+        return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def dev(tmp_path: Path):
+    d = DagsterDev(tmp_path / "platform_home", tmp_path / "dagster_home")
+    try:
+        d.start()
+        yield d
+    finally:
+        d.stop()
+        print(f"\n[e2e] dagster dev log: {d.log_path}")
+
+
+def test_samples_flow_through_dagster_dev(dev: DagsterDev):
+    home = dev.platform_home
+    print(f"\n[e2e] startup: GraphQL answering after {dev.graphql_ready_s:.1f} s, "
+          f"code location loaded after {dev.location_ready_s:.1f} s")
+
+    deliveries = {
+        **{name: (TRIPS, SAMPLES / "yellow_trips" / name) for name in (*GOOD_TRIPS, BAD_TRIPS)},
+        ZONE_FILE: (ZONES, SAMPLES / "taxi_zones" / ZONE_FILE),
+    }
+    keys = {name: key_of(src) for name, (_, src) in deliveries.items()}
+
+    dropped_at = time.monotonic()
+    for name, ((zone, dataset), src) in deliveries.items():
+        drop_file(home / "ingress" / zone / dataset, name, src)
+
+    # Poll until one run per file has finished; note when the first staging partition appears.
+    staging_dir = home / "lake" / "staging" / zone_path(TRIPS)
+    first_publish_s = None
+    runs: dict[str, dict] = {}
+    deadline = dropped_at + RUNS_TIMEOUT_S
+    while True:
+        if first_publish_s is None and any(staging_dir.glob("*.parquet")):
+            first_publish_s = time.monotonic() - dropped_at
+        runs = {r["tags"].get("platform/source_file"): r for r in dev.runs()}
+        if set(deliveries) <= set(runs) and all(r["status"] in TERMINAL for r in runs.values()):
+            break
+        if time.monotonic() > deadline:
+            state = {name: r["status"] for name, r in runs.items()}
+            pytest.fail(f"runs not finished {RUNS_TIMEOUT_S} s after the drop: {state}\n{dev.log_tail()}")
+        time.sleep(0.5)
+    all_done_s = time.monotonic() - dropped_at
+    if first_publish_s is None and any(staging_dir.glob("*.parquet")):
+        first_publish_s = all_done_s
+
+    print(f"[e2e] drop → first staging publish (yellow_trips Parquet): "
+          f"{first_publish_s:.1f} s" if first_publish_s is not None else "[e2e] no staging publish seen")
+    print(f"[e2e] drop → all {len(runs)} runs finished: {all_done_s:.1f} s")
+    for name, r in sorted(runs.items()):
+        queued = r["startTime"] - r["creationTime"] if r["startTime"] else float("nan")
+        took = r["endTime"] - r["startTime"] if r["endTime"] and r["startTime"] else float("nan")
+        print(f"[e2e]   {name:40s} {r['status']:8s} waited {queued:5.1f} s, ran {took:5.1f} s  ({r['runId']})")
+
+    # -- runs: one per file, of the right job, with the expected outcome --------------------
+    per_file = Counter(r["tags"].get("platform/source_file") for r in dev.runs())
+    assert per_file == dict.fromkeys(deliveries, 1), f"expected one run per delivered file: {per_file}"
+    for name, ((zone, dataset), _) in deliveries.items():
+        r = runs[name]
+        assert r["jobName"] == f"ingest__{zone}__{dataset}", r
+        assert r["tags"].get("dagster/partition") == keys[name], r["tags"]
+    expected_status = {**dict.fromkeys((*GOOD_TRIPS, ZONE_FILE), "SUCCESS"), BAD_TRIPS: "FAILURE"}
+    reasons = {n: dev.failure_reason(r["runId"]) for n, r in runs.items() if r["status"] != "SUCCESS"}
+    assert {n: r["status"] for n, r in runs.items()} == expected_status, reasons
+    print(f"[e2e] {BAD_TRIPS} failed as expected: {reasons[BAD_TRIPS][:300]}")
+    assert reasons[BAD_TRIPS].startswith("stage__mobility__yellow_trips"), reasons  # landed, then rejected
+
+    # -- blocking checks on staging/mobility/yellow_trips, per partition ---------------------
+    # The check specs declare no partitions_def, so Dagster records executions unpartitioned
+    # (partition None); each run materialises exactly one partition, so the run identifies it.
+    checks = {
+        name: {e["runId"]: e for e in dev.check_executions(STAGING_KEY, name)}
+        for name in ("contract", "reconciliation")
+    }
+    for check, by_run in checks.items():
+        for ex in by_run.values():
+            run_partition = next(r["tags"].get("dagster/partition") for r in runs.values() if r["runId"] == ex["runId"])
+            assert ex["partition"] in (None, run_partition), (check, ex, run_partition)
+    for name in GOOD_TRIPS:
+        for check in ("contract", "reconciliation"):
+            ex = checks[check].get(runs[name]["runId"])
+            assert ex is not None, f"no {check} execution for {name} ({keys[name]}): {checks[check]}"
+            assert ex["status"] == "SUCCEEDED" and ex["evaluation"]["success"], (check, name, ex)
+    bad = checks["contract"].get(runs[BAD_TRIPS]["runId"])
+    assert bad is not None, f"no contract execution for {BAD_TRIPS} ({keys[BAD_TRIPS]}): {checks['contract']}"
+    assert bad["status"] == "FAILED" and bad["evaluation"]["success"] is False, bad
+    assert "missing" in (bad["evaluation"]["description"] or "").lower(), bad
+    rec_bad = checks["reconciliation"].get(runs[BAD_TRIPS]["runId"])
+    assert rec_bad is None or rec_bad["status"] != "SUCCEEDED", rec_bad  # never reconciled
+    print(f"[e2e] check executions (partition field): "
+          f"{sorted({str(e['partition']) for by_run in checks.values() for e in by_run.values()})}")
+
+    # -- catalog, read as a user would (separate read-only connection) -----------------------
+    assert count(home, "staging_mobility.yellow_trips") == 1000 + 776
+    assert count(home, "quarantine_mobility.yellow_trips") == 4
+    assert count(home, "staging_mobility.taxi_zones") == 265
+
+    # -- lake: the rejected file stays in landing; every delivered file has left ingress -------
+    landed_bad = home / "lake" / "landing" / zone_path(TRIPS) / keys[BAD_TRIPS] / BAD_TRIPS
+    assert landed_bad.is_file(), sorted((home / "lake" / "landing").rglob("*"))
+    assert landed_bad.read_bytes() == (SAMPLES / "yellow_trips" / BAD_TRIPS).read_bytes()
+    assert not (staging_dir / f"{keys[BAD_TRIPS]}.parquet").exists()
+    for name, ((zone, dataset), _) in deliveries.items():
+        assert not (home / "ingress" / zone / dataset / name).exists(), f"{name} still in ingress"
+    assert sorted(p.name for p in staging_dir.glob("*.parquet")) == sorted(f"{keys[n]}.parquet" for n in GOOD_TRIPS)
+
+    # -- a byte-identical re-delivery under another name starts nothing -----------------------
+    copy_name = "yellow_tripdata_2019-06_copy.csv"
+    runs_before = {r["runId"] for r in dev.runs()}
+    drop_file(home / "ingress" / zone_path(TRIPS), copy_name, SAMPLES / "yellow_trips" / GOOD_TRIPS[0])
+    copy_dropped = time.monotonic()
+    while time.monotonic() - copy_dropped < 3 * SENSOR_INTERVAL_S + 2:  # 3 intervals + settle time
+        new = [r for r in dev.runs() if r["runId"] not in runs_before]
+        assert not new, f"a run was started for a byte-identical copy: {new}"
+        time.sleep(1)
+    # The sensor did look at the copy, said why it skipped it, and remembers it in its cursor.
+    ticks = dev.sensor_ticks("mobility__yellow_trips__ingress", limit=25)
+    said = [
+        (t, e["message"]) for t in ticks for e in t["logEvents"]["events"]
+        if f"skipping {copy_name}: byte-identical" in e["message"]
+    ]
+    assert said, f"no tick logged skipping {copy_name}; ticks: {ticks[:5]}"
+    print(f"[e2e] duplicate: tick {said[0][0]['status']} said: {said[0][1]}")
+    assert all(not t["runIds"] for t, _ in said)
+    assert GOOD_TRIPS[0] in said[0][1]
+    assert copy_name in (ticks[0]["cursor"] or ""), ticks[0]
+    assert {r["runId"] for r in dev.runs()} == runs_before
+    assert count(home, "staging_mobility.yellow_trips") == 1000 + 776
+    assert (home / "ingress" / zone_path(TRIPS) / copy_name).exists()  # left for a human to look at
+
+
+def zone_path(zone_dataset: tuple[str, str]) -> str:
+    return "/".join(zone_dataset)
