@@ -82,10 +82,3 @@ class DuckDBCatalog:
         finally:
             con.close()
         return True
-
-    def query(self, sql: str, params: list | None = None) -> list[tuple]:
-        con = self._connect(read_only=True)
-        try:
-            return con.execute(sql, params or []).fetchall()
-        finally:
-            con.close()

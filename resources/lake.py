@@ -75,9 +75,6 @@ class LakeStorage:
     def exists(self, zone: str, *parts: str) -> bool:
         return self.fs(zone).get_file_info(self.path(zone, *parts)).type == pafs.FileType.File
 
-    def list(self, zone: str, *parts: str) -> list[FileEntry]:
-        return list_files(self.fs(zone), self.path(zone, *parts))
-
     def delete(self, zone: str, *parts: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs(zone).delete_file(self.path(zone, *parts))
