@@ -20,17 +20,22 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 venv: $(VENV)/.installed
 
 run: $(VENV)/.installed
+	$(PY) -m cli dbt-parse
 	$(PY) -m cli seed
 	$(PY) -m cli dagster-home
 	$(VENV)/bin/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
+	$(PY) -m cli dbt-parse
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
+	$(PY) -m cli dbt-parse
 	$(PY) bench/staging_bench.py
 	$(PY) bench/sensor_bench.py
+	$(PY) bench/dbt_bench.py
+	$(PY) bench/serving_bench.py
 
 freeze: $(VENV)/.installed
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > requirements.txt.new && mv requirements.txt.new requirements.txt

@@ -48,10 +48,17 @@ class DatasetSpec(Strict):
     freshness: FreshnessSpec | None = None
 
 
+class ServingSpec(Strict):
+    # A mart exported to the serving database (PostgreSQL locally, Aurora in AWS), upserted on key.
+    key: list[str] = Field(min_length=1)
+    description: str = ""
+
+
 class ZoneSpec(Strict):
     description: str = ""
     owners: list[str] = Field(min_length=1)
     datasets: dict[str, DatasetSpec] = Field(min_length=1)
+    serving: dict[str, ServingSpec] = {}  # analytics model name → how it is served
 
     @field_validator("owners")
     @classmethod

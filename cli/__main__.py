@@ -3,6 +3,8 @@
 - ``seed``: copy the bundled sample files into the ingress area of PLATFORM_HOME;
 - ``dagster-home``: write the Dagster instance settings for ``make run`` under DAGSTER_HOME;
 - ``generate trips|expenses``: write larger TLC-like or expense files of a chosen size;
+- ``dbt-sources``: regenerate the dbt sources from the zone declarations;
+- ``dbt-parse``: write the dbt manifest that the Dagster definitions load;
 - ``validate``: validate every environment and insight-zone declaration.
 """
 
@@ -74,6 +76,21 @@ def generate(kind: str, out: Path, size: int, seed_: int, error_rate: float | No
     return 0
 
 
+def dbt_parse() -> int:
+    """``dbt parse``: offline, no warehouse connection; writes dbt_project/target/manifest.json."""
+    import subprocess
+
+    from assets.dbt import DBT_DIR
+
+    dbt = Path(sys.executable).parent / "dbt"
+    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    done = subprocess.run([str(dbt), "parse", "--quiet", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)],
+                          env=env)
+    if done.returncode == 0:
+        print(f"dbt manifest: {DBT_DIR / 'target' / 'manifest.json'}")
+    return done.returncode
+
+
 def validate(home: str | None) -> int:
     from assets.zones import ZONES_DIR, load_zone
 
@@ -110,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--seed", type=int, default=7)
     g.add_argument("--error-rate", type=float, help="share of rows with a planted fault")
     g.add_argument("--day", type=dt.date.fromisoformat, help="expenses: the export's day (default: today)")
+    sub.add_parser("dbt-sources", help="regenerate dbt_project/models/sources.yml from the zone YAML")
+    sub.add_parser("dbt-parse", help="write the dbt manifest that the Dagster definitions load")
     v = sub.add_parser("validate", help="validate environment and insight-zone declarations")
     v.add_argument("--home")
     a = p.parse_args(argv)
@@ -123,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
             name = f"yellow_tripdata_{stamp}.csv" if a.kind == "trips" else f"expenses_{stamp}.csv"
             out = a.out or resolve()[1] / "generated" / name
             return generate(a.kind, out, a.rows, a.seed, a.error_rate, a.day)
+        if a.cmd == "dbt-parse":
+            return dbt_parse()
+        if a.cmd == "dbt-sources":
+            from assets.dbt_sources import write_sources
+
+            print(f"wrote {write_sources()}")
+            return 0
         return validate(a.home)
     except ConfigError as e:
         print(e, file=sys.stderr)

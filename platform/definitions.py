@@ -1,19 +1,34 @@
 """The code location's entry file, loaded by path from workspace.yaml. It only wires definitions
 together: every dataset declared in platform/zones/*.yaml becomes landing, staging and quarantine
-assets, an ingest job and a file-arrival sensor. The environment is resolved at run time."""
+assets, an ingest job and a file-arrival sensor; the dbt project becomes the ods and analytics
+assets; marts declared under `serving:` become serving assets. The environment is resolved at
+run time."""
 
 import dagster as dg
 
+from assets.dbt import build_dbt_assets
 from assets.ingest import build_dataset
-from assets.zones import all_datasets
+from assets.serving import build_serving_assets
+from assets.zones import all_datasets, load_zones
 from resources.platform import PlatformResource
 
 datasets = [build_dataset(ds) for ds in all_datasets()]
+modelled = [build_dbt_assets(), *build_serving_assets(load_zones())]
 
 defs = dg.Definitions(
-    assets=[a for d in datasets for a in (d.landing, d.staging)],
+    assets=[a for d in datasets for a in (d.landing, d.staging)] + modelled,
     jobs=[d.job for d in datasets],
-    sensors=[d.sensor for d in datasets],
+    sensors=[
+        *(d.sensor for d in datasets),
+        # Builds ods, analytics and serving when staging partitions are published with their
+        # blocking checks passed (see assets.dbt.upstream_published_and_checked).
+        dg.AutomationConditionSensorDefinition(
+            "modelled_zones_automation",
+            target=dg.AssetSelection.assets(*modelled),
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=10,
+        ),
+    ],
     resources={"platform": PlatformResource()},
     executor=dg.in_process_executor,  # one process per run: files are streamed, not parallelised
 )

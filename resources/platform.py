@@ -7,6 +7,11 @@ so loading definitions never reads the process environment or touches the networ
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
 import dagster as dg
 from pydantic import Field
 
@@ -22,6 +27,26 @@ class PlatformResource(dg.ConfigurableResource):
     home: str | None = Field(
         default=None, description="PLATFORM_HOME for the local environment; default: $PLATFORM_HOME, else .platform/."
     )
+
+    def location(self) -> tuple[str, Path]:
+        """(environment name, PLATFORM_HOME)."""
+        return resolve(self.environment, self.home)
+
+    @contextlib.contextmanager
+    def environment_variables(self, **extra: str) -> Iterator[None]:
+        """Export the resolved environment (and ``extra``) to subprocesses; dbt reads it."""
+        name, home = self.location()
+        values = {"PLATFORM_ENV": name, "PLATFORM_HOME": str(home), **extra}
+        saved = {k: os.environ.get(k) for k in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def env(self) -> Environment:
         name, home = resolve(self.environment, self.home)
@@ -39,6 +64,17 @@ class PlatformResource(dg.ConfigurableResource):
             )
         assert cfg.path
         return DuckDBCatalog(cfg.path)
+
+    def serving(self):  # -> resources.serving.ServingDatabase
+        from resources.serving import ServingDatabase
+
+        name, home = self.location()
+        if name != "local":
+            raise NotImplementedError(
+                f"environment {name!r}: Aurora (credentials from Secrets Manager) is wired in the AWS issue; "
+                "use the local environment"
+            )
+        return ServingDatabase.local(home)
 
     def ingress_dir(self, insight_zone: str, dataset: str) -> str:
         return "/".join([self.env().ingress.root.rstrip("/"), insight_zone, dataset])

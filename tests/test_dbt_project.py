@@ -20,3 +20,26 @@ def test_dbt_project_parses(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "target" / "manifest.json").exists()
+
+
+def test_dbt_sources_are_generated_from_the_zone_declarations() -> None:
+    from assets.dbt_sources import SOURCES_FILE, render_sources
+
+    assert SOURCES_FILE.read_text() == render_sources(), "run `python -m cli dbt-sources` and commit the result"
+
+
+def test_sources_name_every_declared_column_with_its_type() -> None:
+    import yaml
+
+    from assets.dbt_sources import SOURCES_FILE
+    from assets.zones import all_datasets
+
+    raw = yaml.safe_load(SOURCES_FILE.read_text())["sources"]
+    sources = {s["name"]: {t["name"]: t for t in s["tables"]} for s in raw}
+    for ds in all_datasets():
+        table = sources[f"staging_{ds.insight_zone}"][ds.name]
+        assert table["meta"]["dagster"]["asset_key"] == ["staging", ds.insight_zone, ds.name]
+        cols = {c["name"]: c for c in table["columns"]}
+        assert set(ds.spec.contract.columns) <= set(cols)
+        for name, col in ds.spec.contract.columns.items():
+            assert cols[name].get("meta", {}).get("pii", False) == col.pii

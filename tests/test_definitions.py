@@ -46,12 +46,32 @@ def test_asset_graph_matches_snapshot() -> None:
 def test_every_asset_follows_the_conventions() -> None:
     for key, node in graph_snapshot()["assets"].items():
         zone, insight_zone, _ = key.split("/")
-        assert zone in {"landing", "staging", "quarantine"}
+        assert zone in {"landing", "staging", "quarantine", "ods", "analytics", "serving"}
         assert node["group"] == insight_zone
         assert node["owners"] and node["kinds"]
     assets = graph_snapshot()["assets"]
     assert assets["staging/mobility/yellow_trips"]["deps"] == ["landing/mobility/yellow_trips"]
     assert assets["staging/mobility/yellow_trips"]["checks"] == ["contract", "reconciliation"]
+
+
+def test_unbroken_lineage_from_landing_to_every_served_mart() -> None:
+    from assets.zones import load_zones
+
+    assets = graph_snapshot()["assets"]
+    order = ["serving", "analytics", "ods", "staging", "landing"]
+    served = [f"serving/{z.name}/{m}" for z in load_zones() for m in z.spec.serving]
+    assert served
+    for key in served:
+        # Walk upstream: each step must reach the next zone down, ending in landing.
+        frontier, reached = {key}, ["serving"]
+        while frontier:
+            parents = {p for k in frontier for p in assets[k]["deps"]}
+            zones = {p.split("/")[0] for p in parents}
+            nxt = order[order.index(reached[-1]) + 1] if reached[-1] != "landing" else None
+            if nxt in zones:
+                reached.append(nxt)
+            frontier = {p for p in parents if p in assets}
+        assert reached == order, f"{key}: lineage reaches only {reached}"
 
 
 def test_platform_folder_is_not_a_package_and_does_not_shadow_stdlib() -> None:
