@@ -14,3 +14,24 @@ def home(tmp_path: Path) -> Path:
     h = tmp_path / "platform_home"
     h.mkdir()
     return h
+
+
+@pytest.fixture
+def dev():
+    """A real ``dagster dev`` (webserver, daemon, code server) on a free loopback port, with fresh
+    PLATFORM_HOME and DAGSTER_HOME; stopped afterwards with the embedded PostgreSQL it may start."""
+    import tempfile
+
+    from dagster_dev import DagsterDev
+
+    from resources.serving import stop_local
+
+    base = Path(tempfile.mkdtemp(prefix="e2e", dir="/tmp"))  # short: PostgreSQL's socket lives under it
+    d = DagsterDev(base / "h", base / "d")
+    try:
+        d.start()
+        yield d
+    finally:
+        d.stop()
+        stop_local(base / "h")
+        print(f"\n[e2e] dagster dev log: {d.log_path}")

@@ -4,14 +4,13 @@ blocking check leads to nothing."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from dagster_dev import DagsterDev, drop_file, wait_until
 
-from resources.serving import ServingDatabase, stop_local
+from resources.serving import ServingDatabase
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "mobility"
 
@@ -30,18 +29,6 @@ def materialized(dev: DagsterDev, key: list[str]) -> int:
         {"k": {"path": key}},
     )["assetOrError"]
     return len(data.get("assetMaterializations") or [])
-
-
-@pytest.fixture
-def dev():
-    base = Path(tempfile.mkdtemp(prefix="e2ea", dir="/tmp"))  # short: PostgreSQL's socket lives here
-    d = DagsterDev(base / "h", base / "d")
-    try:
-        d.start()
-        yield d
-    finally:
-        d.stop()
-        stop_local(base / "h")
 
 
 def test_published_partitions_flow_to_serving_and_failed_ones_do_not(dev: DagsterDev) -> None:

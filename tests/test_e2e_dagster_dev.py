@@ -5,7 +5,6 @@ through the GraphQL API, the lake and the DuckDB catalog, as a user would see it
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,7 +15,6 @@ from dagster_dev import TERMINAL, DagsterDev, drop_file
 
 from assets.ingest import SENSOR_INTERVAL_S
 from assets.sensors import partition_key
-from resources.serving import stop_local
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples" / "mobility"
@@ -31,6 +29,11 @@ RUNS_TIMEOUT_S = 240
 pytestmark = pytest.mark.slow
 
 
+def ingest_runs(dev: DagsterDev) -> list[dict]:
+    """Runs started by the ingress sensors (automation also runs the modelled zones meanwhile)."""
+    return [r for r in dev.runs() if r["jobName"].startswith("ingest__")]
+
+
 def key_of(path: Path) -> str:
     return partition_key(path.name, hashlib.sha256(path.read_bytes()).hexdigest())
 
@@ -41,20 +44,6 @@ def count(home: Path, table: str) -> int:
         return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     finally:
         con.close()
-
-
-@pytest.fixture
-def dev():
-    # A short base path: automation starts the embedded PostgreSQL, whose socket lives under it.
-    base = Path(tempfile.mkdtemp(prefix="e2e", dir="/tmp"))
-    d = DagsterDev(base / "h", base / "d")
-    try:
-        d.start()
-        yield d
-    finally:
-        d.stop()
-        stop_local(base / "h")
-        print(f"\n[e2e] dagster dev log: {d.log_path}")
 
 
 def test_samples_flow_through_dagster_dev(dev: DagsterDev):
@@ -80,7 +69,7 @@ def test_samples_flow_through_dagster_dev(dev: DagsterDev):
     while True:
         if first_publish_s is None and any(staging_dir.glob("*.parquet")):
             first_publish_s = time.monotonic() - dropped_at
-        runs = {r["tags"].get("platform/source_file"): r for r in dev.runs()}
+        runs = {r["tags"].get("platform/source_file"): r for r in ingest_runs(dev)}
         if set(deliveries) <= set(runs) and all(r["status"] in TERMINAL for r in runs.values()):
             break
         if time.monotonic() > deadline:
@@ -100,7 +89,7 @@ def test_samples_flow_through_dagster_dev(dev: DagsterDev):
         print(f"[e2e]   {name:40s} {r['status']:8s} waited {queued:5.1f} s, ran {took:5.1f} s  ({r['runId']})")
 
     # -- runs: one per file, of the right job, with the expected outcome --------------------
-    per_file = Counter(r["tags"].get("platform/source_file") for r in dev.runs() if r["jobName"].startswith("ingest__"))
+    per_file = Counter(r["tags"].get("platform/source_file") for r in ingest_runs(dev))
     assert per_file == dict.fromkeys(deliveries, 1), f"expected one run per delivered file: {per_file}"
     for name, ((zone, dataset), _) in deliveries.items():
         r = runs[name]
@@ -155,11 +144,11 @@ def test_samples_flow_through_dagster_dev(dev: DagsterDev):
     copy_name = "yellow_tripdata_2019-06_copy.csv"
     # Automation runs of the modelled zones may still be starting for the earlier files: only an
     # ingest run would be a reaction to the copy.
-    runs_before = {r["runId"] for r in dev.runs() if r["jobName"].startswith("ingest__")}
+    runs_before = {r["runId"] for r in ingest_runs(dev)}
     drop_file(home / "ingress" / zone_path(TRIPS), copy_name, SAMPLES / "yellow_trips" / GOOD_TRIPS[0])
     copy_dropped = time.monotonic()
     while time.monotonic() - copy_dropped < 3 * SENSOR_INTERVAL_S + 2:  # 3 intervals + settle time
-        new = [r for r in dev.runs() if r["jobName"].startswith("ingest__") and r["runId"] not in runs_before]
+        new = [r for r in ingest_runs(dev) if r["runId"] not in runs_before]
         assert not new, f"a run was started for a byte-identical copy: {new}"
         time.sleep(1)
     # The sensor did look at the copy, said why it skipped it, and remembers it in its cursor.
@@ -173,7 +162,7 @@ def test_samples_flow_through_dagster_dev(dev: DagsterDev):
     assert all(not t["runIds"] for t, _ in said)
     assert GOOD_TRIPS[0] in said[0][1]
     assert copy_name in (ticks[0]["cursor"] or ""), ticks[0]
-    assert {r["runId"] for r in dev.runs() if r["jobName"].startswith("ingest__")} == runs_before
+    assert {r["runId"] for r in ingest_runs(dev)} == runs_before
     assert count(home, "staging_mobility.yellow_trips") == 1000 + 776
     assert (home / "ingress" / zone_path(TRIPS) / copy_name).exists()  # left for a human to look at
 
