@@ -71,6 +71,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+# The generated trips file is shared with the staging benchmark (same seed, fault rate and name).
+from staging_bench import count_rows, ensure_csv  # bench/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "bench" / "out"
 SAMPLES = ROOT / "samples"
@@ -79,7 +82,6 @@ DBT = Path(sys.executable).parent / "dbt"
 GNU_TIME = Path("/usr/bin/time")
 DEFAULT_ROWS = 10_000_000
 DEFAULT_CSV = Path("/tmp/bench/yellow_tripdata_10m.csv")
-SEED, ERROR_RATE = 7, 0.001  # as bench/staging_bench.py, so that both share the generated file
 TRIPS = "mobility__yellow_trips"
 SMALL_INPUTS = [
     ("mobility__taxi_zones", SAMPLES / "mobility" / "taxi_zones" / "taxi_zone_lookup.csv"),
@@ -95,41 +97,6 @@ SLOWEST = 8
 # The trips file
 
 
-def count_rows(path: Path) -> int:
-    """Data rows (newlines after the header); reading the file also warms the page cache."""
-    lines, last = 0, b"\n"
-    with open(path, "rb") as f:
-        while chunk := f.read(16 * MIB):
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    if last != b"\n":
-        lines += 1
-    return max(lines - 1, 0)
-
-
-def ensure_csv(rows: int, out_dir: Path) -> tuple[Path, bool]:
-    """(path, generated now): the generated file for ``rows`` rows, reused when its sidecar says it
-    is complete (same naming and sidecar as bench/staging_bench.py)."""
-    path = out_dir / f"yellow_tripdata_bench_{rows}.csv"
-    meta_path = path.with_suffix(".meta.json")
-    want = {"rows": rows, "seed": SEED, "error_rate": ERROR_RATE}
-    if path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if {k: meta.get(k) for k in want} == want and meta.get("bytes") == path.stat().st_size:
-            return path, False
-    from cli.generate import trips
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.partial")
-    print(f"generating {rows:,} rows into {path} ...", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    trips(tmp, rows, seed=SEED, error_rate=ERROR_RATE)
-    tmp.replace(path)
-    meta_path.write_text(json.dumps({**want, "bytes": path.stat().st_size}))
-    print(f"generated in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-    return path, True
-
-
 def resolve_csv(args: argparse.Namespace) -> tuple[Path, bool]:
     if args.csv:
         csv = args.csv.resolve()
@@ -138,7 +105,8 @@ def resolve_csv(args: argparse.Namespace) -> tuple[Path, bool]:
         return csv, False
     if args.rows == DEFAULT_ROWS and DEFAULT_CSV.is_file():
         return DEFAULT_CSV, False
-    return ensure_csv(args.rows, args.out_dir.resolve())
+    path, reused = ensure_csv(args.rows, args.out_dir.resolve())
+    return path, not reused
 
 
 # ----------------------------------------------------------------------------------------------
