@@ -24,9 +24,12 @@ import pytest
 import yaml
 from support import REPO, SAMPLES, ingest, query
 
+from resources.pii import postgres_options
+
 DBT = Path(sys.executable).parent / "dbt"
 PROJECT = REPO / "dbt_project"
-PII_KEY = "test-pii-key"
+# Spaces, a backslash and a quote: the key must survive libpq's option parsing and SQL quoting alike.
+PII_KEY = "test pii\\key 'quoted'"
 
 GOOD_SAMPLES = [
     ("mobility__yellow_trips", "mobility/yellow_trips/yellow_tripdata_2019-06_sample.csv"),
@@ -72,12 +75,12 @@ class Build:
     seconds: float
     results: list[dict]
     output: str
+    workdir: Path
 
 
 def run_dbt_build(target: str, home: Path, workdir: Path, env: dict[str, str] | None = None) -> Build:
     workdir.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, "PLATFORM_HOME": str(home), "PLATFORM_PII_KEY": PII_KEY,
-                "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", **(env or {})}
+    full_env = {**os.environ, "PLATFORM_HOME": str(home), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", **(env or {})}
     started = time.monotonic()
     out = subprocess.run(
         [str(DBT), "build", "--project-dir", str(PROJECT), "--profiles-dir", str(PROJECT), "--target", target,
@@ -88,7 +91,7 @@ def run_dbt_build(target: str, home: Path, workdir: Path, env: dict[str, str] | 
     output = out.stdout + out.stderr
     assert out.returncode == 0, output
     results = json.loads((workdir / "target" / "run_results.json").read_text())["results"]
-    return Build(target, seconds, results, output)
+    return Build(target, seconds, results, output, workdir)
 
 
 def assert_all_passed(build: Build) -> None:
@@ -132,7 +135,7 @@ def pii_values(platform_home: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def duckdb_build(platform_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Build:
-    return run_dbt_build("local", platform_home, tmp_path_factory.mktemp("dbt_duckdb"))
+    return run_dbt_build("local", platform_home, tmp_path_factory.mktemp("dbt_duckdb"), {"PLATFORM_PII_KEY": PII_KEY})
 
 
 @pytest.fixture(scope="module")
@@ -260,8 +263,10 @@ def postgres_build(platform_home: Path, postgres: Postgres, tmp_path_factory: py
     counts = load_staging_into_postgres(platform_home, postgres, workdir / "staging")
     for relation, count in counts.items():
         assert [(count,)] == query(platform_home, f"select count(*) from {relation}")
+    # The key only as the session setting: PostgreSQL never reads PLATFORM_PII_KEY.
     env = {"PLATFORM_PG_HOST": postgres.host, "PLATFORM_PG_PORT": str(postgres.port),
-           "PLATFORM_PG_USER": postgres.user, "PLATFORM_PG_DATABASE": postgres.database}
+           "PLATFORM_PG_USER": postgres.user, "PLATFORM_PG_DATABASE": postgres.database,
+           "PGOPTIONS": postgres_options(PII_KEY)}
     return run_dbt_build("postgres", platform_home, workdir, env)
 
 
@@ -343,3 +348,49 @@ def test_no_personal_data_in_modelled_zones(
         assert_no_pii("postgres", relation, columns, rows, pii_values)
         scanned += len(rows) * len(columns)
     assert scanned > 100_000
+
+
+def test_the_hashing_key_is_in_no_artifact_log_or_stored_object(
+    platform_home: Path, duckdb_build: Build, postgres_build: Build, postgres: Postgres
+) -> None:
+    """The key reaches the engines as a session value: no compiled SQL, run result, manifest, dbt log,
+    view definition or warehouse file holds it (the hashes themselves are checked above)."""
+    needles = [PII_KEY.encode(), PII_KEY.replace("'", "''").encode()]
+    searched = 0
+    for build in (duckdb_build, postgres_build):
+        files = [p for p in build.workdir.rglob("*") if p.is_file() and "staging" not in p.parts]
+        assert any(p.name == "run_results.json" for p in files) and any(p.suffix == ".log" for p in files)
+        for path in files:
+            data = path.read_bytes()
+            assert not any(n in data for n in needles), f"{build.target}: the hashing key is in {path}"
+            searched += len(data)
+        compiled = [p for p in files if p.name == "stg_finance__expense_reports.sql"]
+        assert compiled and all(b"platform_pii_key" in p.read_bytes() or b"platform.pii_key" in p.read_bytes()
+                                for p in compiled)
+    for path in (platform_home / "warehouse.duckdb", platform_home / "catalog.duckdb"):
+        assert not any(n in path.read_bytes() for n in needles), path
+    definitions = postgres_rows(postgres, "select coalesce(string_agg(definition, ' '), '') from pg_views "
+                                          "where schemaname like 'ods_%' or schemaname like 'analytics_%'")[0][0]
+    assert PII_KEY not in definitions and definitions
+    assert searched > 1_000_000
+
+
+@pytest.mark.parametrize("key", ["plain", "with space", "back\\slash", "quote'd", "tab\tand  two spaces", "ünï-cødé"])
+def test_postgres_session_option_carries_any_key_exactly(postgres: Postgres, key: str) -> None:
+    conn = psycopg2.connect(host=postgres.host, port=postgres.port, user=postgres.user, dbname=postgres.database,
+                            options=postgres_options(key))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select current_setting('platform.pii_key')")
+            assert cur.fetchone()[0] == key
+    finally:
+        conn.close()
+
+
+def test_postgres_without_the_key_fails_rather_than_hashing_without_it(postgres: Postgres) -> None:
+    conn = postgres.connect()
+    try:
+        with conn.cursor() as cur, pytest.raises(psycopg2.Error, match="platform.pii_key"):
+            cur.execute("select current_setting('platform.pii_key')")
+    finally:
+        conn.close()

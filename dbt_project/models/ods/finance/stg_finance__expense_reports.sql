@@ -1,4 +1,4 @@
-{# A table, not a view: a view would store the hashing key in its definition. #}
+{# A table, not a view: the hash needs the key that only the platform's dbt connections carry. #}
 {{ config(materialized='table') }}
 
 {#
