@@ -4,7 +4,7 @@
   generated from the zone YAML), so lineage is continuous from landing to the marts;
 - models in ``models/<zone>/<insight_zone>/`` get the key ``[<zone>, <insight_zone>, <model>]``,
   the insight zone's group and owners;
-- dbt tests are asset checks; row counts are attached after the build;
+- dbt tests are asset checks; row counts and column lineage are attached after the build;
 - automation: a model is built when an upstream partition was newly published and none of its
   blocking checks failed; a file that failed its contract never triggers anything.
 """
@@ -118,6 +118,49 @@ def _row_counts(warehouse: Path, relations: Mapping[str, tuple[str, str]], names
         con.close()
 
 
+def _declared_columns(props: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: {"data_type": column.get("data_type")} for name, column in props.get("columns", {}).items()}
+
+
+def column_lineage(manifest: Mapping[str, Any], unique_id: str, target_path: Path,
+                   translator: DagsterDbtTranslator, project: DbtProject) -> dict[str, Any]:
+    """``dagster/column_lineage`` of one built model: its compiled SQL (from this build's target
+    path) traced by sqlglot to the columns of its parents.
+
+    dagster-dbt's own ``fetch_column_metadata`` asks the warehouse for every relation's columns while
+    the dbt subprocess still holds DuckDB's single-writer lock (see GOTCHAS), so it cannot run here.
+    The columns come from the manifest instead: every model has an enforced contract and every
+    source is generated with its types, so the declared columns are the built ones. The tracing
+    itself is dagster-dbt's (a private function, pinned with dagster-dbt; a test fails if it moves)."""
+    from dagster_dbt.core.dbt_cli_event import EventHistoryMetadata, _build_column_lineage_metadata
+
+    node = manifest["nodes"][unique_id]
+    parents = {}
+    for parent_id in manifest["parent_map"].get(unique_id, []):
+        parent = manifest["nodes"].get(parent_id) or manifest["sources"].get(parent_id)
+        if parent and parent.get("relation_name"):
+            parents[parent["relation_name"]] = _declared_columns(parent)
+    return _build_column_lineage_metadata(
+        event_history_metadata=EventHistoryMetadata(columns=_declared_columns(node), parents=parents),
+        dbt_resource_props=dict(node), manifest=manifest, dagster_dbt_translator=translator,
+        target_path=target_path, project=project,
+    )
+
+
+KEPT_DBT_RUNS = 20
+
+
+def prune_runs(runs: Path, keep: int) -> list[Path]:
+    """Remove all but the ``keep`` newest run folders; returns the removed ones."""
+    import shutil
+
+    folders = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True) \
+        if runs.exists() else []
+    for old in folders[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folders[keep:]
+
+
 def build_dbt_assets() -> dg.AssetsDefinition:
     # The manifest comes from `python -m cli dbt-parse` (make run and make test run it first), not
     # from dagster-dbt's prepare_if_dev, which looks for `dbt` on PATH and fails outside an
@@ -138,18 +181,32 @@ def build_dbt_assets() -> dg.AssetsDefinition:
         # dbt's profile reads PLATFORM_ENV / PLATFORM_HOME. Cautious indirect selection: when
         # automation builds a subset, run only the tests whose every parent is being built (a
         # relationships test must not run against a model that is not there yet).
+        # Each run's artifacts and log go to their own folder under PLATFORM_HOME (not the repo), and
+        # only the newest are kept: automation runs dbt once per delivered file.
+        runs = home / "dbt" / "runs"
         with platform.environment_variables(DBT_INDIRECT_SELECTION="cautious"):
-            invocation = dbt.cli(["build"], context=context, raise_on_error=False)
+            invocation = dbt.cli(["build"], context=context, raise_on_error=False,
+                                 target_path=runs / context.run.run_id)
             events = list(invocation.stream())
         keys = context.assets_def.keys_by_output_name
         model_of = {e.output_name: keys[e.output_name].path[-1] for e in events if isinstance(e, dg.Output)}
         counts = _row_counts(home / "warehouse.duckdb", _relations(invocation.manifest), list(model_of.values()))
         for event in events:
-            if isinstance(event, dg.Output) and model_of[event.output_name] in counts:
-                count = counts[model_of[event.output_name]]
-                event = event.with_metadata({**event.metadata, "dagster/row_count": count})
+            if isinstance(event, dg.Output):
+                extra: dict[str, Any] = {}
+                if model_of[event.output_name] in counts:
+                    extra["dagster/row_count"] = counts[model_of[event.output_name]]
+                unique_id = str(getattr(event.metadata.get("unique_id"), "value", ""))
+                try:
+                    extra.update(column_lineage(invocation.manifest, unique_id, invocation.target_path,
+                                                translator, project))
+                except Exception as e:  # lineage is metadata: never fail a built model over it
+                    context.log.warning(f"column lineage of {unique_id} not attached: {type(e).__name__}: {e}")
+                event = event.with_metadata({**event.metadata, **extra})
             yield event
+        prune_runs(runs, keep=KEPT_DBT_RUNS)
         if not invocation.is_successful():
-            raise dg.Failure("dbt build failed: a model or a test failed; see this run's dbt events and checks")
+            raise dg.Failure(f"dbt build failed: a model or a test failed; see this run's dbt events and checks, "
+                             f"and its dbt log in {invocation.target_path}")
 
     return dbt_models

@@ -34,6 +34,16 @@ def mart_contract(model: str, manifest_path: Path | None = None) -> tuple[str, d
     raise ValueError(f"served model {model} is not a dbt model")
 
 
+def served_columns(mart_key: dg.AssetKey, types: dict[str, str]) -> dict[str, Any]:
+    """Column schema and lineage of a served table: each column is its mart's column of the same name."""
+    return {
+        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in types.items()]),
+        "dagster/column_lineage": dg.TableColumnLineage(
+            deps_by_column={name: [dg.TableColumnDep(asset_key=mart_key, column_name=name)] for name in types}
+        ),
+    }
+
+
 def build_serving_asset(zone: InsightZone, model: str, spec: ServingSpec) -> dg.AssetsDefinition:
     key = dg.AssetKey(["serving", zone.name, model])
     mart_key = dg.AssetKey(["analytics", zone.name, model])
@@ -54,6 +64,7 @@ def build_serving_asset(zone: InsightZone, model: str, spec: ServingSpec) -> dg.
         import duckdb
 
         schema, types = mart_contract(model)
+        columns = served_columns(mart_key, types)
         _, home = platform.location()
         con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)  # briefly: dbt writes this file
         try:
@@ -67,6 +78,7 @@ def build_serving_asset(zone: InsightZone, model: str, spec: ServingSpec) -> dg.
         yield dg.MaterializeResult(metadata={
             "dagster/row_count": served, "inserted": result.inserted, "updated": result.updated,
             "deleted": result.deleted, "connect": db.dsn_for_humans(),
+            **columns,
         })
         yield dg.AssetCheckResult(
             check_name=ROW_COUNT_CHECK, passed=served == table.num_rows, severity=dg.AssetCheckSeverity.ERROR,

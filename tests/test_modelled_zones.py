@@ -3,14 +3,19 @@ catalog, the embedded PostgreSQL for serving, and a real Dagster instance."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
-from support import SAMPLES, ingest, load_definitions_module
+from support import REPO, SAMPLES, ingest, load_definitions_module
 
+from assets.dbt import PlatformDbtTranslator, prune_runs
 from resources.platform import PlatformResource
 
 GOOD = [
@@ -44,16 +49,38 @@ def build(home: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult
                           resources={"platform": PlatformResource(environment="local", home=str(home))})
 
 
-def test_samples_flow_to_serving(short_home: Path) -> None:
-    with dg.instance_for_test() as instance:
-        for dataset, path in GOOD:
-            assert ingest(short_home, dataset, path, instance=instance).success
-        result = build(short_home, instance)
-        assert result.success
-        checks = result.get_asset_check_evaluations()
-        assert checks and all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
-        mats = {e.asset_key.to_user_string(): e.materialization.metadata
-                for e in result.get_asset_materialization_events()}
+@dataclass
+class Flowed:
+    home: Path
+    success: bool
+    failed_checks: list[str]
+    checks: int
+    mats: dict[str, Mapping[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def flowed() -> Iterator[Flowed]:
+    """The good samples ingested and everything downstream materialised once, in process."""
+    home = Path(tempfile.mkdtemp(prefix="ph", dir="/tmp"))
+    try:
+        with dg.instance_for_test() as instance:
+            for dataset, path in GOOD:
+                assert ingest(home, dataset, path, instance=instance).success
+            result = build(home, instance)
+            checks = result.get_asset_check_evaluations()
+            yield Flowed(home, result.success, [c.check_name for c in checks if not c.passed], len(checks),
+                         {e.asset_key.to_user_string(): e.materialization.metadata
+                          for e in result.get_asset_materialization_events()})
+    finally:
+        from resources.serving import stop_local
+
+        stop_local(home)
+
+
+def test_samples_flow_to_serving(flowed: Flowed) -> None:
+    assert flowed.success
+    assert flowed.checks and not flowed.failed_checks
+    mats = flowed.mats
     for key in ("ods/mobility/trips", "ods/mobility/zones", "analytics/mobility/daily_trips_by_borough",
                 "ods/finance/expense_lines", "serving/mobility/zone_flows",
                 "serving/finance/monthly_spend_by_cost_centre"):
@@ -63,10 +90,65 @@ def test_samples_flow_to_serving(short_home: Path) -> None:
     # The served tables hold exactly the marts' rows.
     from resources.serving import ServingDatabase
 
-    db = ServingDatabase.local(short_home)
+    db = ServingDatabase.local(flowed.home)
     for key in ("serving/mobility/daily_trips_by_borough", "serving/mobility/zone_flows"):
         zone, model = key.split("/")[1:]
         assert db.row_count(zone, model) == mats[f"analytics/{zone}/{model}"]["dagster/row_count"].value
+
+
+def declared_columns() -> dict[str, set[str]]:
+    """Asset key → columns, as the dbt manifest declares them (contracts; generated sources)."""
+    manifest = json.loads((REPO / "dbt_project" / "target" / "manifest.json").read_text())
+    translator = PlatformDbtTranslator()
+    out = {}
+    for props in [*manifest["nodes"].values(), *manifest["sources"].values()]:
+        if props["resource_type"] in ("model", "source"):
+            out[translator.get_asset_key(props).to_user_string()] = set(props["columns"])
+    return out
+
+
+def lineage(mats: Mapping[str, Mapping[str, Any]], key: str) -> dict[str, set[str]]:
+    deps = mats[key]["dagster/column_lineage"].value.deps_by_column
+    return {column: {f"{d.asset_key.to_user_string()}.{d.column_name}" for d in ds} for column, ds in deps.items()}
+
+
+def test_column_lineage_is_attached_to_every_modelled_and_served_asset(flowed: Flowed) -> None:
+    columns = declared_columns()
+    modelled = [k for k in flowed.mats if k.split("/")[0] in ("ods", "analytics", "serving")]
+    assert len(modelled) == 13  # 10 models, 3 served marts
+    for key in modelled:
+        own = columns[key] if key in columns else columns[key.replace("serving/", "analytics/", 1)]
+        deps = lineage(flowed.mats, key)
+        assert set(deps) == own, key
+        for column, upstream in deps.items():  # every dependency names a real upstream column
+            for dep in upstream:
+                asset, _, name = dep.rpartition(".")
+                assert name in columns[asset], f"{key}.{column} <- {dep}"
+    trips, spend = lineage(flowed.mats, "ods/mobility/trips"), lineage(flowed.mats, "ods/finance/expense_lines")
+    assert trips["pickup_borough"] == {"ods/mobility/zones.borough"}
+    assert trips["duration_minutes"] == {"ods/mobility/stg_mobility__yellow_trips.pickup_at",
+                                         "ods/mobility/stg_mobility__yellow_trips.dropoff_at"}
+    assert spend["expense_line_id"] == {"ods/finance/stg_finance__expense_reports.report_id",
+                                        "ods/finance/stg_finance__expense_reports.line_number"}
+    assert lineage(flowed.mats, "ods/finance/stg_finance__expense_reports")["employee_key"] == {
+        "staging/finance/expense_reports.employee_id"}
+
+
+def test_column_lineage_runs_unbroken_from_serving_to_staging(flowed: Flowed) -> None:
+    def roots(column: str) -> set[str]:
+        asset, _, name = column.rpartition(".")
+        if asset.startswith("staging/"):
+            return {column}
+        found: set[str] = set()
+        for dep in lineage(flowed.mats, asset)[name]:
+            found |= roots(dep)
+        return found
+
+    assert roots("serving/mobility/daily_trips_by_borough.total_revenue") == {
+        "staging/mobility/yellow_trips.total_amount"}
+    assert roots("serving/mobility/zone_flows.pickup_borough") == {"staging/mobility/taxi_zones.borough"}
+    assert roots("serving/finance/monthly_spend_by_cost_centre.out_of_policy_lines") == {
+        "staging/finance/expense_reports.amount", "staging/finance/expense_reports.category"}
 
 
 def test_broken_source_row_fails_its_dbt_test_as_an_asset_check(short_home: Path) -> None:
@@ -85,3 +167,21 @@ def test_broken_source_row_fails_its_dbt_test_as_an_asset_check(short_home: Path
         [(c.asset_key.to_user_string(), c.check_name) for c in failed]
     assert not result.success  # the run says so too
     assert os.environ.get("PLATFORM_HOME") != str(short_home)  # the environment was restored
+
+
+def test_dbt_artifacts_go_under_platform_home_not_the_repo(flowed: Flowed) -> None:
+    runs = [p for p in (flowed.home / "dbt" / "runs").iterdir() if p.is_dir()]
+    assert len(runs) == 1
+    assert (runs[0] / "run_results.json").exists() and (runs[0] / "dbt.log").exists()
+
+
+def test_only_the_newest_dbt_run_folders_are_kept(tmp_path: Path) -> None:
+    for i in range(25):
+        folder = tmp_path / f"run-{i:02d}"
+        folder.mkdir()
+        (folder / "run_results.json").write_text("{}")
+        os.utime(folder, (1_000_000 + i, 1_000_000 + i))
+    removed = prune_runs(tmp_path, keep=20)
+    assert sorted(p.name for p in removed) == [f"run-{i:02d}" for i in range(5)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"run-{i:02d}" for i in range(5, 25)]
+    assert prune_runs(tmp_path / "absent", keep=20) == []
