@@ -31,6 +31,22 @@ def materialized(dev: DagsterDev, key: list[str]) -> int:
     return len(data.get("assetMaterializations") or [])
 
 
+def column_lineage(dev: DagsterDev, key: list[str]) -> dict[str, set[str]]:
+    """The latest materialisation's column lineage, as the UI reads it."""
+    data = dev.graphql(
+        """query L($k: AssetKeyInput!) { assetOrError(assetKey: $k) { ... on Asset {
+             assetMaterializations(limit: 1) { metadataEntries { label
+               ... on TableColumnLineageMetadataEntry { lineage { columnName
+                 columnDeps { assetKey { path } columnName } } } } } } } }""",
+        {"k": {"path": key}},
+    )["assetOrError"]
+    entries = [e for m in data["assetMaterializations"] for e in m["metadataEntries"]
+               if e["label"] == "dagster/column_lineage"]
+    assert len(entries) == 1, data
+    return {c["columnName"]: {"/".join(d["assetKey"]["path"]) + "." + d["columnName"] for d in c["columnDeps"]}
+            for c in entries[0]["lineage"]}
+
+
 def test_published_partitions_flow_to_serving_and_failed_ones_do_not(dev: DagsterDev) -> None:
     ingress = dev.platform_home / "ingress" / "mobility"
     drop_file(ingress / "taxi_zones", "taxi_zone_lookup.csv", SAMPLES / "taxi_zones" / "taxi_zone_lookup.csv")
@@ -48,6 +64,10 @@ def test_published_partitions_flow_to_serving_and_failed_ones_do_not(dev: Dagste
     assert materialized(dev, ["ods", "mobility", "trips"]) >= 1
     db = ServingDatabase.local(dev.platform_home)
     assert db.row_count("mobility", "daily_trips_by_borough") > 0
+    # Column lineage, as the UI shows it, from the served table back through the mart.
+    assert column_lineage(dev, served)["total_revenue"] == {"analytics/mobility/daily_trips_by_borough.total_revenue"}
+    assert column_lineage(dev, ["analytics", "mobility", "daily_trips_by_borough"])["total_revenue"] == {
+        "ods/mobility/trips.total_amount"}
 
     # A reference file that fails its blocking contract check: nothing downstream may run for it.
     settled = len(automation_runs(dev))
