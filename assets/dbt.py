@@ -9,6 +9,7 @@
   blocking checks failed; a file that failed its contract never triggers anything.
 """
 
+import json
 import sys
 from collections.abc import Iterator, Mapping
 from functools import cache
@@ -147,6 +148,41 @@ def column_lineage(manifest: Mapping[str, Any], unique_id: str, target_path: Pat
     )
 
 
+def unpublished_sources(manifest: Mapping[str, Any], models: set[str],
+                        published: set[tuple[str, str]]) -> dict[str, set[str]]:
+    """Model unique id → the sources it reads (directly or through other models) that have no
+    published table yet, for each of ``models`` that reads one."""
+    parents = manifest["parent_map"]
+
+    @cache
+    def missing(unique_id: str) -> frozenset[str]:
+        if unique_id.startswith("source."):
+            source = manifest["sources"][unique_id]
+            return frozenset() if (source["schema"], source["name"]) in published else frozenset([unique_id])
+        return frozenset().union(*(missing(p) for p in parents.get(unique_id, [])))
+
+    return {m: set(missing(m)) for m in models if missing(m)}
+
+
+def _published(platform: PlatformResource) -> set[tuple[str, str]] | None:
+    """The published staging tables; None where the catalog cannot tell yet (Glue comes with AWS)."""
+    if platform.env().catalog.kind != "duckdb":
+        return None
+    return platform.catalog().views()
+
+
+def _blocked_message(manifest: Mapping[str, Any], model_keys: Mapping[str, dg.AssetKey],
+                     blocked: Mapping[str, set[str]]) -> str:
+    sources = sorted({s for missing in blocked.values() for s in missing})
+    tables = ", ".join(
+        "/".join(["staging", manifest["sources"][s]["schema"].removeprefix("staging_"), manifest["sources"][s]["name"]])
+        for s in sources)
+    models = ", ".join(sorted(model_keys[m].to_user_string() for m in blocked))
+    return (f"not built: {models}. They read {tables}, which has no published partition yet (no delivered "
+            "file has passed its contract). Drop a file into that dataset's ingress folder; automation builds "
+            "these models once it is published.")
+
+
 KEPT_DBT_RUNS = 20
 
 
@@ -171,6 +207,9 @@ def build_dbt_assets() -> dg.AssetsDefinition:
             f"{project.manifest_path} is missing: run `python -m cli dbt-parse` (make run and make test do)"
         )
     translator = PlatformDbtTranslator()
+    manifest = json.loads(project.manifest_path.read_text())
+    model_keys = {uid: translator.get_asset_key(props) for uid, props in manifest["nodes"].items()
+                  if props["resource_type"] == "model"}
 
     @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=translator,
                 name="dbt_models")
@@ -178,14 +217,23 @@ def build_dbt_assets() -> dg.AssetsDefinition:
         env, home = platform.location()
         dbt = DbtCliResource(project_dir=project, profiles_dir=str(DBT_DIR), target=env,
                              dbt_executable=str(Path(sys.executable).parent / "dbt"))  # the venv's, PATH or not
-        # dbt's profile reads PLATFORM_ENV / PLATFORM_HOME. Cautious indirect selection: when
-        # automation builds a subset, run only the tests whose every parent is being built (a
-        # relationships test must not run against a model that is not there yet).
+        # Models whose staging tables have no published partition yet (e.g. "materialize all" before
+        # a zone's first file) are left out, with the tests on them by cautious selection; the rest
+        # is built, and the run then fails naming them rather than with the engine's missing table.
+        selected = {uid for uid, key in model_keys.items() if key in context.selected_asset_keys}
+        published = _published(platform)
+        blocked = {} if published is None else unpublished_sources(manifest, selected, published)
+        if blocked and blocked.keys() == selected:
+            raise dg.Failure(_blocked_message(manifest, model_keys, blocked))
+        exclude = ["--exclude", " ".join(sorted(manifest["nodes"][m]["name"] for m in blocked))] if blocked else []
         # Each run's artifacts and log go to their own folder under PLATFORM_HOME (not the repo), and
         # only the newest are kept: automation runs dbt once per delivered file.
         runs = home / "dbt" / "runs"
+        # dbt's profile reads PLATFORM_ENV / PLATFORM_HOME. Cautious indirect selection: when
+        # automation builds a subset, run only the tests whose every parent is being built (a
+        # relationships test must not run against a model that is not there yet).
         with platform.environment_variables(DBT_INDIRECT_SELECTION="cautious"):
-            invocation = dbt.cli(["build"], context=context, raise_on_error=False,
+            invocation = dbt.cli(["build", *exclude], context=context, raise_on_error=False,
                                  target_path=runs / context.run.run_id)
             events = list(invocation.stream())
         keys = context.assets_def.keys_by_output_name
@@ -205,8 +253,11 @@ def build_dbt_assets() -> dg.AssetsDefinition:
                 event = event.with_metadata({**event.metadata, **extra})
             yield event
         prune_runs(runs, keep=KEPT_DBT_RUNS)
+        failures = [_blocked_message(manifest, model_keys, blocked)] if blocked else []
         if not invocation.is_successful():
-            raise dg.Failure(f"dbt build failed: a model or a test failed; see this run's dbt events and checks, "
-                             f"and its dbt log in {invocation.target_path}")
+            failures.append(f"dbt build failed: a model or a test failed; see this run's dbt events and checks, "
+                            f"and its dbt log in {invocation.target_path}")
+        if failures:
+            raise dg.Failure("\n".join(failures))
 
     return dbt_models

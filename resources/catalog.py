@@ -65,6 +65,17 @@ class DuckDBCatalog:
             con.close()
         return row[0] if row else None
 
+    def views(self) -> set[tuple[str, str]]:
+        """(schema, view) of every published table."""
+        if not self.path.exists():
+            return set()
+        con = self._connect(read_only=True)
+        try:
+            rows = con.execute("SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+        finally:
+            con.close()
+        return {(schema, view) for schema, view in rows}
+
     def register(self, zone: str, insight_zone: str, dataset: str, glob: str) -> bool:
         """Create or replace the view for a table; returns False when it was already current."""
         schema = f"{zone}_{insight_zone}"
