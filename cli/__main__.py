@@ -5,7 +5,8 @@
 - ``generate trips|expenses``: write larger TLC-like or expense files of a chosen size;
 - ``dbt-sources``: regenerate the dbt sources from the zone declarations;
 - ``dbt-parse``: write the dbt manifest that the Dagster definitions load;
-- ``validate``: validate every environment and insight-zone declaration.
+- ``validate``: validate every environment and insight-zone declaration;
+- ``serving status|stop``: the local embedded PostgreSQL (serving zone): where to connect, or stop it.
 """
 
 from __future__ import annotations
@@ -114,6 +115,23 @@ def validate(home: str | None) -> int:
     return 1 if errors else 0
 
 
+def serving(action: str, home: str | None) -> int:
+    from resources.serving import local_status, stop_local
+
+    _, platform_home = resolve("local", home)
+    if action == "stop":
+        stopped = stop_local(platform_home)
+        print("stopped the embedded PostgreSQL" if stopped else "the embedded PostgreSQL was not running")
+        return 0
+    dsn = local_status(platform_home)
+    if dsn is None:
+        print(f"the embedded PostgreSQL under {platform_home / 'serving'} is not running "
+              "(the first serving run starts it)")
+        return 1
+    print(f'running: psql "{dsn}"')
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cli", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -131,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("dbt-parse", help="write the dbt manifest that the Dagster definitions load")
     v = sub.add_parser("validate", help="validate environment and insight-zone declarations")
     v.add_argument("--home")
+    sv = sub.add_parser("serving", help="the local serving database: status (how to connect) or stop")
+    sv.add_argument("action", choices=["status", "stop"])
+    sv.add_argument("--home")
     a = p.parse_args(argv)
     try:
         if a.cmd == "seed":
@@ -149,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"wrote {write_sources()}")
             return 0
+        if a.cmd == "serving":
+            return serving(a.action, a.home)
         return validate(a.home)
     except ConfigError as e:
         print(e, file=sys.stderr)

@@ -255,9 +255,7 @@ class ServingDatabase:
                 raise ServingError(f"the embedded PostgreSQL under {pgdata} did not start; see {pgdata / 'log'}")
         # The socket is under pgdata, or under the user's runtime directory when that path is too
         # long for a Unix socket: postmaster.pid says which.
-        return cls(
-            psycopg2.extensions.make_dsn(host=str(pm.socket_dir), port=pm.port, dbname="postgres", user="postgres")
-        )
+        return cls(_local_dsn(pm))
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[psycopg2.extensions.connection]:
@@ -586,6 +584,18 @@ def local_bin(program: str) -> Path:
         warnings.simplefilter("ignore")
         import pgserver
     return Path(pgserver.__file__).parent / "pginstall" / "bin" / program
+
+
+def local_status(home: Path) -> str | None:
+    """The psql connection string of the embedded server under ``home`` if it is running, else None."""
+    pm = _postmaster(_local_pgdata(home))
+    if pm is None or not pm.ready:
+        return None
+    return ServingDatabase(_local_dsn(pm)).dsn_for_humans()
+
+
+def _local_dsn(pm: _Postmaster) -> str:
+    return psycopg2.extensions.make_dsn(host=str(pm.socket_dir), port=pm.port, dbname="postgres", user="postgres")
 
 
 def stop_local(home: Path) -> bool:

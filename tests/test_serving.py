@@ -484,6 +484,22 @@ def test_local_reuses_a_running_server_across_processes_and_stop_local_stops_it(
     assert stop_local(home) is True
 
 
+def test_cli_serving_status_and_stop() -> None:
+    home = new_home()
+
+    def cli(action: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cli", "serving", action, "--home", str(home)], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+
+    down = cli("status")
+    assert down.returncode == 1 and "is not running" in down.stdout
+    db = ServingDatabase.local(home)
+    up = cli("status")
+    assert up.returncode == 0 and f'psql "{db.dsn_for_humans()}"' in up.stdout
+    assert "stopped" in cli("stop").stdout and not _postgres_processes(home)
+    assert "was not running" in cli("stop").stdout
+
+
 def test_local_with_a_home_too_long_for_a_unix_socket() -> None:
     home = new_home("a_rather_long_directory_name_" * 3)
     pgdata = home.resolve() / "serving" / "pgdata"
