@@ -239,6 +239,10 @@ def build_dbt_assets() -> dg.AssetsDefinition:
         keys = context.assets_def.keys_by_output_name
         model_of = {e.output_name: keys[e.output_name].path[-1] for e in events if isinstance(e, dg.Output)}
         counts = _row_counts(home / "warehouse.duckdb", _relations(invocation.manifest), list(model_of.values()))
+        # Lineage matches the compiled SQL against relation names: take both from this build (the
+        # loaded manifest was parsed for the local target; another target names relations otherwise).
+        built = invocation.get_artifact("manifest.json") if (invocation.target_path / "manifest.json").exists() \
+            else invocation.manifest
         for event in events:
             if isinstance(event, dg.Output):
                 extra: dict[str, Any] = {}
@@ -246,8 +250,7 @@ def build_dbt_assets() -> dg.AssetsDefinition:
                     extra["dagster/row_count"] = counts[model_of[event.output_name]]
                 unique_id = str(getattr(event.metadata.get("unique_id"), "value", ""))
                 try:
-                    extra.update(column_lineage(invocation.manifest, unique_id, invocation.target_path,
-                                                translator, project))
+                    extra.update(column_lineage(built, unique_id, invocation.target_path, translator, project))
                 except Exception as e:  # lineage is metadata: never fail a built model over it
                     context.log.warning(f"column lineage of {unique_id} not attached: {type(e).__name__}: {e}")
                 event = event.with_metadata({**event.metadata, **extra})

@@ -394,3 +394,17 @@ def test_postgres_without_the_key_fails_rather_than_hashing_without_it(postgres:
             cur.execute("select current_setting('platform.pii_key')")
     finally:
         conn.close()
+
+
+def test_column_lineage_from_a_postgres_build(postgres_build: Build) -> None:
+    """Lineage is traced in the dialect and with the relation names of the build it describes."""
+    from assets.dbt import PlatformDbtTranslator, column_lineage, dbt_project
+
+    target = postgres_build.workdir / "target"
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert manifest["metadata"]["adapter_type"] == "postgres"
+    lineage = column_lineage(manifest, "model.lake_platform.trips", target, PlatformDbtTranslator(), dbt_project())
+    deps = {column: {f"{d.asset_key.to_user_string()}.{d.column_name}" for d in ds}
+            for column, ds in lineage["dagster/column_lineage"].deps_by_column.items()}
+    assert deps["pickup_borough"] == {"ods/mobility/zones.borough"}
+    assert deps["fare_amount"] == {"ods/mobility/stg_mobility__yellow_trips.fare_amount"}
