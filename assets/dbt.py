@@ -178,9 +178,9 @@ def _blocked_message(manifest: Mapping[str, Any], model_keys: Mapping[str, dg.As
         "/".join(["staging", manifest["sources"][s]["schema"].removeprefix("staging_"), manifest["sources"][s]["name"]])
         for s in sources)
     models = ", ".join(sorted(model_keys[m].to_user_string() for m in blocked))
-    return (f"not built: {models}. They read {tables}, which has no published partition yet (no delivered "
-            "file has passed its contract). Drop a file into that dataset's ingress folder; automation builds "
-            "these models once it is published.")
+    return (f"not built: {models}. They read {tables}, where no delivered file has passed its contract yet "
+            "(nothing is published). Drop a file into the dataset's ingress folder; automation builds these "
+            "models once it is published.")
 
 
 KEPT_DBT_RUNS = 20
@@ -211,7 +211,7 @@ def build_dbt_assets() -> dg.AssetsDefinition:
     model_keys = {uid: translator.get_asset_key(props) for uid, props in manifest["nodes"].items()
                   if props["resource_type"] == "model"}
 
-    @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=translator,
+    @dbt_assets(manifest=manifest, project=project, dagster_dbt_translator=translator,
                 name="dbt_models")
     def dbt_models(context: dg.AssetExecutionContext, platform: PlatformResource) -> Iterator[Any]:
         env, home = platform.location()

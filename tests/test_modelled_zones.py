@@ -222,7 +222,7 @@ def test_materialize_all_before_a_zone_has_data_builds_the_rest_and_names_what_i
     message = "\n".join(failures)
     assert "not built: analytics/finance/monthly_spend_by_cost_centre, ods/finance/expense_lines, " \
            "ods/finance/stg_finance__expense_reports" in message, message
-    assert "staging/finance/expense_reports, which has no published partition yet" in message
+    assert "They read staging/finance/expense_reports, where no delivered file has passed its contract" in message
     assert "Catalog Error" not in message
 
 
