@@ -34,6 +34,13 @@ def load_definitions_module():
 
 
 @cache
+def requested(instance: dg.DagsterInstance, cursor: str | None = None) -> tuple[set[dg.AssetKey], str]:
+    """One automation tick against ``instance``: the asset keys it would request, and its cursor."""
+    defs = load_definitions_module().defs
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    return {r.key for r in result.results if r.true_subset.size}, result.cursor
+
+
 def dataset_defs(dataset_id: str) -> DatasetDefs:
     """``dataset_id`` is ``<insight_zone>__<dataset>``, e.g. ``mobility__yellow_trips``."""
     ds = {d.id: d for d in all_datasets()}[dataset_id]

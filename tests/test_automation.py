@@ -7,18 +7,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from support import SAMPLES, ingest, load_definitions_module
+from support import SAMPLES, ingest, requested
 
 ZONES_FILE = SAMPLES / "mobility/taxi_zones/taxi_zone_lookup.csv"
 STG_ZONES = dg.AssetKey(["ods", "mobility", "stg_mobility__taxi_zones"])
 MART = dg.AssetKey(["analytics", "mobility", "daily_trips_by_borough"])
 SERVED = dg.AssetKey(["serving", "mobility", "daily_trips_by_borough"])
-
-
-def requested(instance: dg.DagsterInstance, cursor=None):
-    defs = load_definitions_module().defs
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-    return {k for r in result.results for k in ([r.key] if r.true_subset.size else [])}, result.cursor
 
 
 @pytest.mark.parametrize(("bad", "expect_request"), [(False, True), (True, False)])
