@@ -72,7 +72,7 @@ from pathlib import Path
 from typing import Any
 
 # The generated trips file is shared with the staging benchmark (same seed, fault rate and name).
-from staging_bench import count_rows, ensure_csv  # bench/ is on sys.path when run as a script
+from staging_bench import count_rows, ensure_csv, versions  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "bench" / "out"
@@ -445,18 +445,6 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": pyplatform.python_version()}
-    for pkg in ("dbt-core", "dbt-duckdb", "duckdb", "dagster", "dagster-dbt", "pyarrow", "polars"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "absent"
-    return out
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -505,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
             "kept": args.keep,
             "machine": {"cpus": os.cpu_count(), "platform": pyplatform.platform(),
                         "load_average_at_end": os.getloadavg()},
-            "versions": versions(),
+            "versions": versions(("dbt-core", "dbt-duckdb", "duckdb", "dagster", "dagster-dbt", "pyarrow", "polars")),
             "staging": {"small_inputs": small, "trips": trips,
                         "trips_rows_per_second": rows / staging_step if staging_step else None},
             "dbt": dbt_report,

@@ -310,11 +310,11 @@ def markdown(results: dict[str, dict[str, Any]], summary: dict[str, Any], rows: 
     return "\n".join(lines)
 
 
-def versions() -> dict[str, str]:
+def versions(packages: tuple[str, ...] = ("pyarrow", "polars", "pandas", "pandera", "numpy")) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": pyplatform.python_version()}
-    for pkg in ("pyarrow", "polars", "pandas", "pandera", "numpy"):
+    for pkg in packages:
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
