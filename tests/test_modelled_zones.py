@@ -49,6 +49,9 @@ def build(home: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult
                           resources={"platform": PlatformResource(environment="local", home=str(home))})
 
 
+PII_KEY = "modelled-zones-test-key"
+
+
 @dataclass
 class Flowed:
     home: Path
@@ -56,6 +59,8 @@ class Flowed:
     failed_checks: list[str]
     checks: int
     mats: dict[str, Mapping[str, Any]]
+    events_searched: int  # characters of every event of every run, searched for the PII hashing key
+    events_with_key: int
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +68,17 @@ def flowed() -> Iterator[Flowed]:
     """The good samples ingested and everything downstream materialised once, in process."""
     home = Path(tempfile.mkdtemp(prefix="ph", dir="/tmp"))
     try:
-        with dg.instance_for_test() as instance:
+        with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
+            env.setenv("PLATFORM_PII_KEY", PII_KEY)
             for dataset, path in GOOD:
                 assert ingest(home, dataset, path, instance=instance).success
             result = build(home, instance)
             checks = result.get_asset_check_evaluations()
+            events = [dg.serialize_value(e) for run in instance.get_runs() for e in instance.all_logs(run.run_id)]
             yield Flowed(home, result.success, [c.check_name for c in checks if not c.passed], len(checks),
                          {e.asset_key.to_user_string(): e.materialization.metadata
-                          for e in result.get_asset_materialization_events()})
+                          for e in result.get_asset_materialization_events()},
+                         sum(map(len, events)), sum(PII_KEY in e for e in events))
     finally:
         from resources.serving import stop_local
 
@@ -94,6 +102,12 @@ def test_samples_flow_to_serving(flowed: Flowed) -> None:
     for key in ("serving/mobility/daily_trips_by_borough", "serving/mobility/zone_flows"):
         zone, model = key.split("/")[1:]
         assert db.row_count(zone, model) == mats[f"analytics/{zone}/{model}"]["dagster/row_count"].value
+
+
+def test_the_hashing_key_is_in_no_dagster_event(flowed: Flowed) -> None:
+    # The runs hashed employee ids with PII_KEY.
+    assert "ods/finance/expense_lines" in flowed.mats
+    assert flowed.events_searched > 100_000 and flowed.events_with_key == 0
 
 
 def declared_columns() -> dict[str, set[str]]:
