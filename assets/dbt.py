@@ -19,12 +19,11 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
-from assets.zones import load_zones
-from resources.environment import REPO_ROOT
+from assets.policies import RETRY, WAREHOUSE_POOL, failure, platform_errors
+from core.names import MODELLED_ZONES
+from core.paths import DBT_DIR
+from core.zones import load_zones
 from resources.platform import PlatformResource
-
-DBT_DIR = REPO_ROOT / "dbt_project"
-MODELLED_ZONES = ("ods", "analytics")
 
 
 def dbt_project() -> DbtProject:
@@ -98,27 +97,6 @@ def _relations(manifest: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
     }
 
 
-def _row_counts(warehouse: Path, relations: Mapping[str, tuple[str, str]], names: list[str]) -> dict[str, int]:
-    # After the build, on a short-lived read-only connection: the file stays free for the next run.
-    import duckdb
-
-    from resources.catalog import quote_ident
-
-    if not warehouse.exists():
-        return {}
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        out = {}
-        for name in names:
-            if name in relations:
-                schema, table = relations[name]
-                row = con.execute(f"SELECT count(*) FROM {quote_ident(schema)}.{quote_ident(table)}").fetchone()
-                out[name] = int(row[0]) if row else 0
-        return out
-    finally:
-        con.close()
-
-
 def _declared_columns(props: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: {"data_type": column.get("data_type")} for name, column in props.get("columns", {}).items()}
 
@@ -164,13 +142,6 @@ def unpublished_sources(manifest: Mapping[str, Any], models: set[str],
     return {m: set(missing(m)) for m in models if missing(m)}
 
 
-def _published(platform: PlatformResource) -> set[tuple[str, str]] | None:
-    """The published staging tables; None where the catalog cannot tell yet (Glue comes with AWS)."""
-    if platform.env().catalog.kind != "duckdb":
-        return None
-    return platform.catalog().views()
-
-
 def _blocked_message(manifest: Mapping[str, Any], model_keys: Mapping[str, dg.AssetKey],
                      blocked: Mapping[str, set[str]]) -> str:
     sources = sorted({s for missing in blocked.values() for s in missing})
@@ -211,34 +182,40 @@ def build_dbt_assets() -> dg.AssetsDefinition:
     model_keys = {uid: translator.get_asset_key(props) for uid, props in manifest["nodes"].items()
                   if props["resource_type"] == "model"}
 
-    @dbt_assets(manifest=manifest, project=project, dagster_dbt_translator=translator,
-                name="dbt_models")
+    @dbt_assets(manifest=manifest, project=project, dagster_dbt_translator=translator, name="dbt_models",
+                pool=WAREHOUSE_POOL, retry_policy=RETRY)
     def dbt_models(context: dg.AssetExecutionContext, platform: PlatformResource) -> Iterator[Any]:
-        env, home = platform.location()
-        dbt = DbtCliResource(project_dir=project, profiles_dir=str(DBT_DIR), target=env,
+        with platform_errors("building the modelled zones"):
+            warehouse = platform.warehouse()
+            published = platform.catalog().published_tables()
+        _, home = platform.location()
+        dbt = DbtCliResource(project_dir=project, profiles_dir=str(DBT_DIR), target=warehouse.dbt_target,
                              dbt_executable=str(Path(sys.executable).parent / "dbt"))  # the venv's, PATH or not
         # Models whose staging tables have no published partition yet (e.g. "materialize all" before
         # a zone's first file) are left out, with the tests on them by cautious selection; the rest
         # is built, and the run then fails naming them rather than with the engine's missing table.
         selected = {uid for uid, key in model_keys.items() if key in context.selected_asset_keys}
-        published = _published(platform)
-        blocked = {} if published is None else unpublished_sources(manifest, selected, published)
+        blocked = unpublished_sources(manifest, selected, published)
         if blocked and blocked.keys() == selected:
-            raise dg.Failure(_blocked_message(manifest, model_keys, blocked))
+            raise dg.Failure(_blocked_message(manifest, model_keys, blocked), allow_retries=False,
+                             metadata={"error": "NothingPublished", "error_kind": "terminal"})
         exclude = ["--exclude", " ".join(sorted(manifest["nodes"][m]["name"] for m in blocked))] if blocked else []
         # Each run's artifacts and log go to their own folder under PLATFORM_HOME (not the repo), and
         # only the newest are kept: automation runs dbt once per delivered file.
-        runs = home / "dbt" / "runs"
-        # dbt's profile reads PLATFORM_ENV / PLATFORM_HOME. Cautious indirect selection: when
-        # automation builds a subset, run only the tests whose every parent is being built (a
-        # relationships test must not run against a model that is not there yet).
-        with platform.environment_variables(DBT_INDIRECT_SELECTION="cautious"):
-            invocation = dbt.cli(["build", *exclude], context=context, raise_on_error=False,
-                                 target_path=runs / context.run.run_id)
+        run_dir = home / "dbt" / "runs" / context.run.run_id
+        with platform_errors("preparing the dbt run"):
+            dbt_env = warehouse.dbt_environment(run_dir)
+        # dbt's profile reads PLATFORM_ENV / PLATFORM_HOME and what the warehouse adds. Cautious
+        # indirect selection: when automation builds a subset, run only the tests whose every parent
+        # is being built (a relationships test must not run against a model that is not there yet).
+        with platform.environment_variables(DBT_INDIRECT_SELECTION="cautious", **dbt_env):
+            invocation = dbt.cli(["build", *exclude], context=context, raise_on_error=False, target_path=run_dir)
             events = list(invocation.stream())
         keys = context.assets_def.keys_by_output_name
         model_of = {e.output_name: keys[e.output_name].path[-1] for e in events if isinstance(e, dg.Output)}
-        counts = _row_counts(home / "warehouse.duckdb", _relations(invocation.manifest), list(model_of.values()))
+        relations = _relations(invocation.manifest)
+        with platform_errors("counting the built models' rows"):
+            counts = warehouse.row_counts({m: relations[m] for m in model_of.values() if m in relations})
         # Lineage matches the compiled SQL against relation names: take both from this build (the
         # loaded manifest was parsed for the local target; another target names relations otherwise).
         built = invocation.get_artifact("manifest.json") if (invocation.target_path / "manifest.json").exists() \
@@ -255,12 +232,18 @@ def build_dbt_assets() -> dg.AssetsDefinition:
                     context.log.warning(f"column lineage of {unique_id} not attached: {type(e).__name__}: {e}")
                 event = event.with_metadata({**event.metadata, **extra})
             yield event
-        prune_runs(runs, keep=KEPT_DBT_RUNS)
+        prune_runs(run_dir.parent, keep=KEPT_DBT_RUNS)
+        if not invocation.is_successful():
+            log = invocation.target_path / "dbt.log"
+            transient = warehouse.dbt_failure(log.read_text(errors="replace") if log.exists() else "")
+            if transient is not None:
+                raise failure(transient, dbt_log=str(log))
         failures = [_blocked_message(manifest, model_keys, blocked)] if blocked else []
         if not invocation.is_successful():
             failures.append(f"dbt build failed: a model or a test failed; see this run's dbt events and checks, "
                             f"and its dbt log in {invocation.target_path}")
         if failures:
-            raise dg.Failure("\n".join(failures))
+            raise dg.Failure("\n".join(failures), allow_retries=False,
+                             metadata={"error": "DbtBuildFailed", "error_kind": "terminal"})
 
     return dbt_models

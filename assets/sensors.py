@@ -1,142 +1,222 @@
-"""File-arrival sensors: one per dataset, over ``ingress/<insight_zone>/<dataset>/``.
+"""The sensors over the ingress area, and the job that sets deliveries aside.
 
-The decision of each tick is a pure function, :func:`plan_tick`, so it can be tested as a table
-of cursor states. Rules:
-
-- hidden and temporary names (``.x``, ``~x``, ``x~``, ``*.tmp``, ``*.part``, ...) are ignored;
-- a file is picked up only once it has not changed for ``settle_seconds`` (still being written);
-- one run per file, keyed by the content hash, for at most ``max_files_per_tick`` files a tick;
-- bytes identical to an earlier delivery under another name are skipped, with a log line naming
-  the earlier file;
-- the cursor remembers only files still in the folder (landing removes a file from ingress once
-  its bytes are safely in landing), capped at ``CURSOR_CAP`` entries, so it stays small.
+- one file-arrival sensor per dataset, over ``ingress/<insight_zone>/<dataset>/``: a run of the
+  dataset's ingest job per new file (the decision is ``core.arrival.plan_tick``);
+- ``ingress__strays``: files anywhere else in the ingress area (an unknown folder, a subfolder of a
+  dataset's folder, the ingress root itself), which no dataset sensor would ever see;
+- ``set_aside_deliveries``: moves files the platform will not process to
+  ``ingress/_set_aside/...`` (never deletes them), records an observation on the dataset's landing
+  asset, and fails with a message naming each file, its dataset and the reason, so the delivery is
+  visible in Runs and on the asset, and alerting sees it. A byte-identical re-delivery is set
+  aside without failing the run: nothing is wrong, there is just nothing new.
 """
 
-from __future__ import annotations
+import hashlib
+import time
+from collections.abc import Iterable
 
-import fnmatch
-import json
-import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import dagster as dg
 
-from resources.lake import FileEntry
+from assets.ingest import DatasetDefs, LandingConfig, keys, landing_parts
+from assets.policies import RETRY, platform_errors
+from core.arrival import SET_ASIDE_DIR, STALE_TEMPORARY_S, Cursor, FileEntry, SetAside, is_temporary, plan_tick
+from core.zones import Dataset
+from resources.platform import PlatformResource
 
-TEMP_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".filepart", ".swp", ".lock", "~")
-CURSOR_CAP = 20_000
-HASH_CHARS = 16  # 64 bits of sha256 in the partition key
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def is_temporary(name: str) -> bool:
-    low = name.lower()
-    return name.startswith((".", "~", "_")) or low.endswith(TEMP_SUFFIXES)
+SENSOR_INTERVAL_S = 5
+STRAYS_INTERVAL_S = 30
+STRAYS_SCAN_LIMIT = 10_000  # files looked at per tick outside the dataset folders
+SET_ASIDE_JOB, SET_ASIDE_OP = "set_aside_deliveries", "set_aside"
 
 
-def partition_key(file_name: str, sha256: str) -> str:
-    """``<file name>@<first 16 hex of sha256>``: readable, traceable, unique per content."""
-    safe = _UNSAFE.sub("_", file_name).replace("..", "_")
-    return f"{safe}@{sha256[:HASH_CHARS]}"
+class AsideFile(dg.Config):
+    folder: list[str]  # the folder holding the file, relative to the ingress root
+    name: str
+    size: int
+    mtime_ns: int
+    reason: str  # name | duplicate | temporary | location
+    message: str
+    dataset: str = ""  # <insight_zone>.<dataset>, when the file was in a dataset's folder
 
 
-def split_partition_key(key: str) -> tuple[str, str]:
-    name, _, digest = key.rpartition("@")
-    if not name or len(digest) != HASH_CHARS:
-        raise ValueError(f"{key!r} is not a landing partition key (<file>@<{HASH_CHARS} hex>)")
-    return name, digest
+class SetAsideConfig(dg.Config):
+    files: list[AsideFile]
 
 
-@dataclass
-class Cursor:
-    # name → [size, mtime_ns] of each handled file still in the folder (its hash is not needed again)
-    files: dict[str, list] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, raw: str | None) -> Cursor:
-        if not raw:
-            return cls()
-        data = json.loads(raw)
-        return cls(files={k: list(v) for k, v in data.get("files", {}).items()})
-
-    def dump(self) -> str:
-        return json.dumps({"files": self.files}, separators=(",", ":"), sort_keys=True)
-
-
-@dataclass(frozen=True)
-class Request:
-    file: FileEntry
-    sha256: str
-    partition_key: str
-
-
-@dataclass
-class TickPlan:
-    requests: list[Request] = field(default_factory=list)
-    duplicates: list[tuple[FileEntry, str]] = field(default_factory=list)  # (file, earlier key)
-    ignored: list[tuple[FileEntry, str]] = field(default_factory=list)  # (file, why)
-    waiting: list[FileEntry] = field(default_factory=list)  # not settled, or over the tick budget
-    cursor: Cursor = field(default_factory=Cursor)
-
-    def log_lines(self, where: str) -> list[str]:
-        out = [f"{where}: new file {r.file.name} ({r.file.size} bytes) → partition {r.partition_key}"
-               for r in self.requests]
-        out += [f"{where}: skipping {f.name}: byte-identical to the earlier delivery {key.rsplit('@', 1)[0]} "
-                f"(partition {key})" for f, key in self.duplicates]
-        out += [f"{where}: ignoring {f.name}: {why}" for f, why in self.ignored]
-        return out
+@dg.op(name=SET_ASIDE_OP, retry_policy=RETRY,
+       description="Move deliveries the platform will not process to ingress/_set_aside/ and say why.")
+def set_aside_op(context: dg.OpExecutionContext, config: SetAsideConfig, platform: PlatformResource) -> None:
+    problems = []
+    with platform_errors("setting deliveries aside"):
+        ingress = platform.ingress()
+        for f in config.files:
+            src = (*f.folder, f.name)
+            info = ingress.info(*src)
+            if info is None or (info.size, info.mtime_ns) != (f.size, f.mtime_ns):
+                context.log.info(f"{ingress.uri(*src)} changed or left since the sensor saw it: left for its next tick")
+                continue
+            dest = ingress.move_aside(src, (SET_ASIDE_DIR, *f.folder))
+            text = f"{f.message} Moved to {ingress.uri(*dest)}."
+            (context.log.info if f.reason == "duplicate" else context.log.warning)(text)
+            if f.dataset:
+                zone, dataset = f.dataset.split(".")
+                context.log_event(dg.AssetObservation(
+                    asset_key=dg.AssetKey(["landing", zone, dataset]),
+                    metadata={"set_aside": f.name, "reason": f.reason, "moved_to": ingress.uri(*dest),
+                              "message": f.message}))
+            if f.reason != "duplicate":
+                problems.append(text)
+    if problems:
+        raise dg.Failure(
+            description=f"{len(problems)} delivered file(s) set aside, not processed:\n" + "\n".join(problems),
+            metadata={"error": "SetAside", "error_kind": "terminal", "files": len(problems)},
+            allow_retries=False,
+        )
 
 
-def plan_tick(
-    listing: Iterable[FileEntry],
-    cursor: Cursor,
-    *,
-    now_ns: int,
-    settle_seconds: float,
-    max_files: int,
-    pattern: str,
-    known_keys: Iterable[str],
-    hash_file: Callable[[FileEntry], str],
-) -> TickPlan:
-    plan = TickPlan()
-    by_digest: dict[str, str] = {}
-    for key in known_keys:
-        try:
-            by_digest[split_partition_key(key)[1]] = key
-        except ValueError:
+@dg.job(name=SET_ASIDE_JOB, description="Set aside deliveries the platform will not process, and say why.")
+def set_aside_job() -> None:
+    set_aside_op()
+
+
+def _aside_request(source: str, entries: list[tuple[tuple[str, ...], SetAside, str]], where: str
+                   ) -> dg.RunRequest:
+    files = [AsideFile(folder=list(folder), name=s.file.name, size=s.file.size, mtime_ns=s.file.mtime_ns,
+                       reason=s.reason, message=s.message(where if dataset else "/".join(["ingress", *folder])),
+                       dataset=dataset)
+             for folder, s, dataset in entries]
+    ident = hashlib.sha256("|".join(f"{f.folder}/{f.name}:{f.size}:{f.mtime_ns}" for f in files).encode())
+    return dg.RunRequest(
+        job_name=SET_ASIDE_JOB,
+        run_key=f"{source}:set-aside:{ident.hexdigest()[:16]}",
+        run_config=dg.RunConfig(ops={SET_ASIDE_OP: SetAsideConfig(files=files)}),
+        tags={"platform/set_aside": str(len(files)), "platform/source": source},
+    )
+
+
+def build_sensor(defs: DatasetDefs) -> dg.SensorDefinition:
+    ds = defs.dataset
+    where = f"ingress/{ds.insight_zone}/{ds.name}"
+
+    @dg.sensor(
+        name=f"{ds.id}__ingress",
+        jobs=[defs.job, set_aside_job],  # type: ignore[list-item]
+        minimum_interval_seconds=SENSOR_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Starts one ingest run per new file in {where}/; sets aside files it will not process.",
+    )
+    def ingress_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
+        with platform_errors(f"listing {where}"):
+            env = platform.env()
+            ingress = platform.ingress()
+            landing = platform.lake().zone("landing")
+            folder = (ds.insight_zone, ds.name)
+            plan = plan_tick(
+                [FileEntry("/".join(f.parts), f.name, f.size, f.mtime_ns) for f in ingress.list(*folder)],
+                Cursor.load(context.cursor),
+                now_ns=time.time_ns(),
+                settle_seconds=env.sensors.settle_seconds,
+                max_files=env.sensors.max_files_per_tick,
+                pattern=ds.spec.source.pattern,
+                known_keys=context.instance.get_dynamic_partitions(defs.partitions.name),
+                hash_file=lambda f: ingress.sha256(*folder, f.name),
+                landed=lambda key: landing.exists(*landing_parts(ds, key)),
+            )
+        for line in plan.log_lines(where):
+            context.log.info(line)
+        runs = [
+            dg.RunRequest(
+                job_name=defs.job.name,  # type: ignore[attr-defined]
+                run_key=f"{ds.id}:{r.sha256}",
+                partition_key=r.partition_key,
+                run_config=dg.RunConfig(ops={"__".join(keys(ds)[0].path): LandingConfig(
+                    ingress_file=r.file.name, delivered_at_ns=r.file.mtime_ns)}),
+                tags={"platform/source_file": r.file.name, "platform/sha256": r.sha256, "platform/dataset": ds.label},
+            )
+            for r in plan.requests
+        ]
+        if plan.set_aside:
+            runs.append(_aside_request(ds.id, [(folder, s, ds.label) for s in plan.set_aside], where))
+        return dg.SensorResult(
+            run_requests=runs,
+            dynamic_partitions_requests=[
+                defs.partitions.build_add_request([r.partition_key for r in plan.requests])
+            ] if plan.requests else [],
+            cursor=plan.cursor.dump(),
+        )
+
+    return ingress_sensor
+
+
+def _strays(ingress, datasets: Iterable[Dataset]) -> Iterable[tuple[tuple[str, ...], FileEntry, str]]:
+    """(folder, file, why) of every file outside the dataset folders."""
+    known = {(d.insight_zone, d.name) for d in datasets}
+    zones = {z for z, _ in known}
+    hint = "files go directly into ingress/<insight_zone>/<dataset>/; known: " + ", ".join(
+        "/".join(k) for k in sorted(known))
+    budget = STRAYS_SCAN_LIMIT
+
+    def files_below(*parts: str) -> Iterable:
+        nonlocal budget
+        for f in ingress.walk(*parts, limit=max(budget, 0)):
+            budget -= 1
+            yield f
+
+    for f in ingress.list():
+        yield (), FileEntry(f.name, f.name, f.size, f.mtime_ns), f"it is at the top of the ingress area; {hint}"
+    for zone in ingress.folders():
+        if zone == SET_ASIDE_DIR:
             continue
-    settle_ns = int(settle_seconds * 1e9)
-    new_files: dict[str, list] = {}
-    budget = max_files
-    for f in sorted(listing, key=lambda e: (e.mtime_ns, e.name)):
-        if is_temporary(f.name):
-            continue  # silently: temporary files come and go all the time
-        remembered = cursor.files.get(f.name)
-        if remembered and remembered[0] == f.size and remembered[1] == f.mtime_ns:
-            new_files[f.name] = remembered  # already handled, unchanged
+        if zone not in zones:
+            for f in files_below(zone):
+                yield f.parts[:-1], FileEntry(f.name, f.name, f.size, f.mtime_ns), \
+                    f"there is no insight zone {zone!r}; {hint}"
             continue
-        if not fnmatch.fnmatchcase(f.name, pattern):
-            plan.ignored.append((f, f"name does not match the dataset's pattern {pattern!r}"))
-            new_files[f.name] = [f.size, f.mtime_ns]
-            continue
-        if now_ns - f.mtime_ns < settle_ns:
-            plan.waiting.append(f)  # may still be being written
-            continue
-        if budget <= 0:
-            plan.waiting.append(f)
-            continue
-        budget -= 1
-        digest = hash_file(f)
-        key = partition_key(f.name, digest)
-        earlier = by_digest.get(digest[:HASH_CHARS])
-        if earlier is not None:
-            # Files still pending are in the cursor, so a known digest here is a re-delivery.
-            plan.duplicates.append((f, earlier))
-        else:
-            plan.requests.append(Request(f, digest, key))
-            by_digest[digest[:HASH_CHARS]] = key
-        new_files[f.name] = [f.size, f.mtime_ns]
-    if len(new_files) > CURSOR_CAP:  # keep the newest; an evicted file is only re-hashed
-        keep = sorted(new_files.items(), key=lambda kv: kv[1][1])[-CURSOR_CAP:]
-        new_files = dict(keep)
-    plan.cursor = Cursor(files=new_files)
-    return plan
+        for f in ingress.list(zone):
+            yield (zone,), FileEntry(f.name, f.name, f.size, f.mtime_ns), f"it is not in a dataset's folder; {hint}"
+        for dataset in ingress.folders(zone):
+            inside = (zone, dataset) in known
+            for sub in ingress.folders(zone, dataset) if inside else [None]:
+                parts = (zone, dataset, sub) if sub else (zone, dataset)
+                why = (f"it is in a subfolder of ingress/{zone}/{dataset}/; files go directly into the dataset's folder"
+                       if inside else f"insight zone {zone!r} has no dataset {dataset!r}; {hint}")
+                for f in files_below(*parts):
+                    yield f.parts[:-1], FileEntry(f.name, f.name, f.size, f.mtime_ns), why
+
+
+def build_strays_sensor(datasets: list[Dataset]) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="ingress__strays",
+        job=set_aside_job,
+        minimum_interval_seconds=STRAYS_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Sets aside files in the ingress area that are in no dataset's folder, and says why.",
+    )
+    def strays_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
+        with platform_errors("listing the ingress area"):
+            env = platform.env()
+            ingress = platform.ingress()
+            cursor = Cursor.load(context.cursor)
+            now = time.time_ns()
+            settle_ns = int(env.sensors.settle_seconds * 1e9)
+            seen: dict[str, list] = {}
+            entries = []
+            for folder, f, why in _strays(ingress, datasets):
+                path = "/".join((*folder, f.name))
+                if cursor.files.get(path) == [f.size, f.mtime_ns]:
+                    seen[path] = [f.size, f.mtime_ns]
+                    continue
+                age = now - f.mtime_ns
+                young_temporary = is_temporary(f.name) and age < STALE_TEMPORARY_S * 10**9
+                if young_temporary or age < settle_ns:
+                    continue
+                seen[path] = [f.size, f.mtime_ns]
+                entries.append((folder, SetAside(f, "location", why), ""))
+        for folder, s, _ in entries:
+            context.log.info(f"setting aside ingress/{'/'.join((*folder, s.file.name))}: {s.detail}")
+        return dg.SensorResult(
+            run_requests=[_aside_request("ingress", entries, "ingress")] if entries else [],
+            cursor=Cursor(files=seen).dump(),
+        )
+
+    return strays_sensor

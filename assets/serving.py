@@ -3,7 +3,9 @@ database (an embedded PostgreSQL locally, Aurora PostgreSQL in AWS) as ``[servin
 
 Each export is one transaction (create or migrate the table from the mart's dbt contract, COPY,
 upsert on the declared key, delete what the new version no longer has), followed by a blocking
-check that the served row count equals the mart's.
+check that the served row count equals the mart's (``checks.serving``). An export that loses its
+connection is retried (by the serving database, then by the step's retry policy); the served
+table keeps its previous version until an export commits.
 """
 
 import json
@@ -12,12 +14,13 @@ from typing import Any
 
 import dagster as dg
 
-from assets.dbt import DBT_DIR, upstream_published_and_checked
-from assets.zones import InsightZone, ServingSpec
-from resources.catalog import quote_ident
+from assets.dbt import upstream_published_and_checked
+from assets.policies import RETRY, WAREHOUSE_POOL, platform_errors
+from checks.serving import check_specs, row_count_result
+from core.errors import ConfigError
+from core.paths import DBT_DIR
+from core.zones import InsightZone, ServingSpec
 from resources.platform import PlatformResource
-
-ROW_COUNT_CHECK = "row_count_matches_mart"
 
 
 def mart_contract(model: str, manifest_path: Path | None = None) -> tuple[str, dict[str, str]]:
@@ -28,10 +31,10 @@ def mart_contract(model: str, manifest_path: Path | None = None) -> tuple[str, d
             types = {c: spec.get("data_type") for c, spec in node["columns"].items()}
             missing = [c for c, t in types.items() if not t]
             if missing or not types:
-                raise ValueError(f"served model {model} needs a contract with a data_type for every column "
+                raise ConfigError(f"served model {model} needs a contract with a data_type for every column "
                                  f"(missing: {', '.join(missing) or 'all'})")
             return node["schema"], types  # type: ignore[return-value]
-    raise ValueError(f"served model {model} is not a dbt model")
+    raise ConfigError(f"served model {model} is not a dbt model")
 
 
 def served_columns(mart_key: dg.AssetKey, types: dict[str, str]) -> dict[str, Any]:
@@ -57,33 +60,25 @@ def build_serving_asset(zone: InsightZone, model: str, spec: ServingSpec) -> dg.
         description=spec.description or f"{model}, served from the serving database.",
         metadata={"serving_table": f"{zone.name}.{model}", "key": spec.key},
         automation_condition=upstream_published_and_checked(),
-        check_specs=[dg.AssetCheckSpec(ROW_COUNT_CHECK, asset=key, blocking=True,
-                                       description="The served table has exactly the mart's rows.")],
+        check_specs=check_specs(key),
+        pool=WAREHOUSE_POOL,  # reads the warehouse, which dbt writes
+        retry_policy=RETRY,
     )
     def serve(context: dg.AssetExecutionContext, platform: PlatformResource) -> Any:
-        import duckdb
-
-        schema, types = mart_contract(model)
-        columns = served_columns(mart_key, types)
-        _, home = platform.location()
-        con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)  # briefly: dbt writes this file
-        try:
-            table = con.sql(f"SELECT * FROM {quote_ident(schema)}.{quote_ident(model)}").to_arrow_table()
-        finally:
-            con.close()
-        db = platform.serving()
-        result = db.export(table, schema=zone.name, name=model, key=list(spec.key), column_types=types)
-        served = db.row_count(zone.name, model)
+        with platform_errors(f"serving {zone.name}.{model}", table=f"{zone.name}.{model}"):
+            schema, types = mart_contract(model)
+            columns = served_columns(mart_key, types)
+            table = platform.warehouse().read_table(schema, model)
+            db = platform.serving()
+            result = db.export(table, schema=zone.name, name=model, key=list(spec.key), column_types=types)
+            served = db.row_count(zone.name, model)
         context.log.info(f"served {zone.name}.{model}: {result}")
         yield dg.MaterializeResult(metadata={
             "dagster/row_count": served, "inserted": result.inserted, "updated": result.updated,
             "deleted": result.deleted, "connect": db.dsn_for_humans(),
             **columns,
         })
-        yield dg.AssetCheckResult(
-            check_name=ROW_COUNT_CHECK, passed=served == table.num_rows, severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"mart_rows": table.num_rows, "served_rows": served},
-        )
+        yield row_count_result(table.num_rows, served)
 
     return serve
 

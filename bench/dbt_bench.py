@@ -342,7 +342,7 @@ def row_counts(home: Path, rels: dict[str, dict[str, str]]) -> dict[str, Any]:
     """Staged trips (the catalog) and every table dbt built (the warehouse), read-only, after dbt."""
     import duckdb
 
-    from resources.catalog import quote_ident
+    from core.names import quote_ident
 
     out: dict[str, Any] = {}
     con = duckdb.connect(str(home / "catalog.duckdb"), read_only=True)

@@ -55,8 +55,8 @@ sys.path.insert(0, str(ROOT))
 
 from dagster_dev import TERMINAL, DagsterDev, drop_file  # noqa: E402
 
-from assets.sensors import partition_key  # noqa: E402
 from cli import generate  # noqa: E402
+from core.names import partition_key  # noqa: E402
 
 OUT_DIR = ROOT / "bench" / "out"
 TRIPS_JOB = "ingest__mobility__yellow_trips"

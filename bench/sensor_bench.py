@@ -4,9 +4,9 @@ What is measured
     A temporary ingress folder is filled with ``--files`` (default 10,000) small, distinct
     TLC-like CSV files named ``yellow_tripdata_2024-03_partNNNNN.csv`` (``--rows-per-file`` rows
     each, cut from one ``cli.generate.trips`` file). Then the body of the sensor
-    (``assets.ingest.build_sensor``) minus Dagster is timed: ``resources.lake.list_files`` on the
-    folder, ``Cursor.load`` of the previous cursor, ``assets.sensors.plan_tick`` with the real
-    ``sha256_of`` hashing and ``settle_seconds=0``, and ``Cursor.dump`` of the new cursor:
+    (``assets.sensors.build_sensor``) minus Dagster is timed: the local store's listing of the
+    folder, ``Cursor.load`` of the previous cursor, ``core.arrival.plan_tick`` with the real
+    ``LocalStore.sha256`` hashing and ``settle_seconds=0``, and ``Cursor.dump`` of the new cursor:
 
     - first tick, ``max_files_per_tick`` = 500 (the default): 500 files hashed and requested;
     - first tick, unlimited: all files hashed and requested in one tick;
@@ -51,10 +51,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python bench/sensor_bench.py` puts bench/, not the root, on the path
 
-from assets.sensors import Cursor, TickPlan, plan_tick  # noqa: E402
 from cli.generate import trips  # noqa: E402
+from core.arrival import Cursor, FileEntry, TickPlan, plan_tick  # noqa: E402
 from resources.environment import SensorConfig  # noqa: E402
-from resources.lake import FileEntry, filesystem_for, list_files, sha256_of  # noqa: E402
+from resources.lake.local import LocalStore  # noqa: E402
 
 OUT_DIR = ROOT / "bench" / "out"
 PATTERN = "yellow_tripdata_*.csv"  # mobility.yellow_trips source.pattern
@@ -85,17 +85,21 @@ def make_ingress(directory: Path, files: int, rows_per_file: int, seed: int) -> 
     return total
 
 
+def list_files(store: LocalStore) -> list[FileEntry]:
+    return [FileEntry(f.name, f.name, f.size, f.mtime_ns) for f in store.list()]
+
+
 def tick(directory: str, cursor_json: str, max_files: int, known_keys: Iterable[str]) -> Tick:
-    fs, path = filesystem_for(directory)
+    store = LocalStore(directory)
     hashed = 0
 
     def hash_file(f: FileEntry) -> str:
         nonlocal hashed
         hashed += 1
-        return sha256_of(fs, f.path)
+        return store.sha256(f.name)
 
     t0 = time.perf_counter()
-    listing = list_files(fs, path)
+    listing = list_files(store)
     t1 = time.perf_counter()
     plan = plan_tick(listing, Cursor.load(cursor_json), now_ns=time.time_ns(), settle_seconds=0,
                      max_files=max_files, pattern=PATTERN, known_keys=known_keys, hash_file=hash_file)
@@ -125,11 +129,11 @@ def describe(t: Tick, figures: dict[str, Any]) -> dict[str, Any]:
 
 def measure(directory: str, max_files: int, repeat: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    fs, path = filesystem_for(directory)
+    store = LocalStore(directory)
     listings = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        n = len(list_files(fs, path))
+        n = len(list_files(store))
         listings.append(time.perf_counter() - t0)
     out["list_files"] = {"files_listed": n, "median_ms": statistics.median(listings) * 1e3,
                          "min_ms": min(listings) * 1e3}

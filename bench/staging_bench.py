@@ -4,7 +4,7 @@ What is measured
     The same delivered CSV (default 10,000,000 rows of ``cli.generate.trips`` output, seed 7,
     0.1 % planted faults) is turned into Parquet by three approaches:
 
-    ``pyarrow``   the floor: ``pyarrow.csv.open_csv`` streaming (``assets.staging.BLOCK_SIZE`` blocks)
+    ``pyarrow``   the floor: ``pyarrow.csv.open_csv`` streaming (``engine.arrow.BLOCK_SIZE`` blocks)
                   → ``pyarrow.parquet.ParquetWriter``, explicit column types, no validation.
                   The two timestamp columns are read as text and parsed per batch with
                   ``pyarrow.compute.strptime(error_is_null=True)``: a plain typed conversion
@@ -16,7 +16,7 @@ What is measured
                   passenger_count 0..9, timestamps not null, dropoff >= pickup) validated with
                   ``lazy=True``, failing rows split off, then ``DataFrame.to_parquet`` for the
                   staged and the quarantined rows. The whole file is in memory at once.
-    ``platform``  the platform's engine: ``assets.staging.stage_local_file`` with the real
+    ``platform``  the platform's engine: ``engine.stage_local_file`` with the real
                   ``mobility.yellow_trips`` contract (typing, every contract rule, line numbers,
                   staging + quarantine Parquet).
 
@@ -173,14 +173,15 @@ def work_pandas(csv: Path, work: Path, block_size: int) -> dict[str, Any]:
 
 
 def work_platform(csv: Path, work: Path, block_size: int) -> dict[str, Any]:
-    from assets.staging import BLOCK_SIZE, stage_local_file
-    from assets.zones import all_datasets
+    from core.zones import all_datasets
+    from engine import stage_local_file
+    from engine.arrow import BLOCK_SIZE
 
     ds = next(d for d in all_datasets() if d.insight_zone == "mobility" and d.name == "yellow_trips")
-    contract = ds.contract  # compiled once per process, as in Dagster
+    ds.contract  # noqa: B018 - compiled once per process, as in Dagster
     staging, quarantine = work / "staging.parquet", work / "quarantine.parquet"
     t0 = time.perf_counter()
-    result = stage_local_file(contract, ds.spec.source.csv, csv, str(staging), str(quarantine))
+    result = stage_local_file(ds, csv, str(staging), str(quarantine))
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "rows_read": result.rows_read, "rows_staged": result.rows_staged,
             "rows_quarantined": result.rows_quarantined, "output_bytes": _size(staging, quarantine),
@@ -242,7 +243,7 @@ def engine_block_size() -> int:
     in the driver, to keep polars and pandera out of the pyarrow child's memory)."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from assets.staging import BLOCK_SIZE
+    from engine.arrow import BLOCK_SIZE
 
     return BLOCK_SIZE
 
@@ -336,7 +337,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="runs of each approach; the fastest is reported, with the largest peak RSS (default 1)")
     p.add_argument("--keep-outputs", action="store_true", help="keep the Parquet files each approach wrote")
     p.add_argument("--block-size", type=int,
-                   help="CSV block size for pyarrow, in bytes (default: assets.staging.BLOCK_SIZE)")
+                   help="CSV block size for pyarrow, in bytes (default: engine.arrow.BLOCK_SIZE)")
     p.add_argument("--worker", choices=APPROACHES, help=argparse.SUPPRESS)
     p.add_argument("--work-dir", type=Path, help=argparse.SUPPRESS)
     return p.parse_args(argv)

@@ -1,1 +1,2 @@
-"""Contracts (YAML → pandera) and the asset checks built on them."""
+"""Every check the platform runs: contract compilation (YAML → polars/pandera rules), the staging
+checks (contract, reconciliation), the serving checks and freshness, as specs and results."""

@@ -1,134 +1,46 @@
-"""Compile a dataset's contract, declared in the zone YAML, into pandera and polars.
+"""Compile a dataset's contract (``core.contract_spec``) into polars and pandera: one code path for
+every dataset and every engine.
 
-One code path for every dataset: the YAML declares target columns (type, source column, formats,
-nullability, allowed values, ranges, patterns, PII), row rules (SQL boolean expressions such as
-``dropoff_at >= pickup_at``) and a uniqueness key. :func:`compile_contract` turns that into
+:func:`compile_contract` turns the declaration into
 
-- polars expressions that parse the raw text of each column into its type, one per accepted
-  format (a value that parses in none is a row-level ``type`` violation, reported with the raw
-  value), and
-- a ``pandera.polars.DataFrameSchema`` holding every other rule, validated lazily so that each
-  failing row is reported once per failed rule, with its index for the quarantine.
+- per column, polars expressions that parse its raw text into its type, one per accepted format
+  (a value that parses in none is a row-level violation), and an expression that names the rule a
+  value broke when it did not parse: ``type(int16)``, ``out_of_range(int16)`` (a valid integer
+  outside the type), ``scale(decimal(12,2))`` (more decimal places than the scale keeps),
+  ``precision(decimal(12,2))`` (more digits than fit), ``precision(timestamp)`` (digits below a
+  microsecond). No value is ever rounded, truncated or coerced into its type;
+- every other rule as one polars expression that is true where a row passes (``not_nullable``,
+  ranges, allowed values, patterns, ``finite`` for floats, and the row rules), and
+- a ``pandera.polars.DataFrameSchema`` whose checks are built from those same expressions, so
+  the engine's vectorised row split and pandera's verdict cannot disagree.
+
+Every expression is evaluated once on a probe frame while compiling, so a contract that compiles
+stages: a rule comparing a string with a number, an ``allowed`` list of the wrong type or a
+regular expression polars cannot run is an error here, naming the column or rule.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
 import pandera.polars as pa
 import polars as pl
-from pydantic import Field, field_validator, model_validator
 
-from resources.yaml_config import Strict
+from core.contract_spec import ColumnSpec, ContractSpec, snake_case
+from core.errors import ContractError
 
-DECIMAL = re.compile(r"^decimal\((\d{1,2}),\s*(\d{1,2})\)$")
-SIMPLE_TYPES: dict[str, pl.DataType] = {
-    "string": pl.String(),
-    "int16": pl.Int16(),
-    "int32": pl.Int32(),
-    "int64": pl.Int64(),
-    "float64": pl.Float64(),
-    "boolean": pl.Boolean(),
-    "date": pl.Date(),
-    "timestamp": pl.Datetime("us"),
-}
+__all__ = ["CompiledContract", "ContractSpec", "HeaderMatch", "Rule", "compile_contract", "snake_case"]
+
 DEFAULT_FORMATS = {
     "timestamp": ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f"],
     "date": ["%Y-%m-%d"],
 }
 TRUE_WORDS = ["true", "t", "yes", "y", "1"]
 FALSE_WORDS = ["false", "f", "no", "n", "0"]
-COLUMN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-
-
-def snake_case(name: str) -> str:
-    """``PULocationID`` → ``pu_location_id``, ``tpep_pickup_datetime`` unchanged, ``"Zone"`` → ``zone``."""
-    s = name.strip().strip('"').lstrip("\ufeff")
-    s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", s)
-    s = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s)
-    s = re.sub(r"[^0-9a-zA-Z]+", "_", s)
-    return s.strip("_").lower()
-
-
-class ColumnSpec(Strict):
-    type: str
-    source: str | None = None  # header in delivered files; default: the column's own name
-    description: str = ""
-    required: bool = True  # must the column be present in every file?
-    nullable: bool = True
-    formats: list[str] | None = None  # timestamp/date parse formats, tried in order
-    allowed: list[Any] | None = None
-    min: float | None = None
-    max: float | None = None
-    pattern: str | None = None
-    pii: bool = False
-
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, v: str) -> str:
-        if v not in SIMPLE_TYPES and not DECIMAL.match(v):
-            raise ValueError(f"unknown type {v!r}; use one of {', '.join(SIMPLE_TYPES)} or decimal(p,s)")
-        return v
-
-    @model_validator(mode="after")
-    def _rules_fit_type(self) -> ColumnSpec:
-        if self.formats is not None and self.type not in ("timestamp", "date"):
-            raise ValueError("formats apply only to timestamp and date columns")
-        if (self.min is not None or self.max is not None) and self.type in ("string", "boolean"):
-            raise ValueError(f"min/max do not apply to {self.type} columns")
-        if self.pattern is not None and self.type != "string":
-            raise ValueError("pattern applies only to string columns")
-        if self.pattern is not None:
-            re.compile(self.pattern)
-        return self
-
-    @property
-    def dtype(self) -> pl.DataType:
-        if m := DECIMAL.match(self.type):
-            return pl.Decimal(int(m.group(1)), int(m.group(2)))
-        return SIMPLE_TYPES[self.type]
-
-
-class RowRule(Strict):
-    name: str
-    expr: str  # a SQL boolean expression over target columns; NULL counts as passing
-    description: str = ""
-
-
-class ContractSpec(Strict):
-    columns: dict[str, ColumnSpec]
-    rules: list[RowRule] = []
-    unique_key: list[str] = []
-    unexpected_columns: Literal["reject", "ignore"] = "reject"
-    empty_file: Literal["reject", "accept"] = "reject"
-    max_quarantine_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ContractSpec:
-        for name in self.columns:
-            if not COLUMN_NAME.match(name):
-                raise ValueError(f"column name {name!r} must be snake_case ({COLUMN_NAME.pattern})")
-        unknown = [k for k in self.unique_key if k not in self.columns]
-        if unknown:
-            raise ValueError(f"unique_key names unknown columns: {', '.join(unknown)}")
-        sources: dict[str, str] = {}
-        for name, col in self.columns.items():
-            key = snake_case(col.source or name)
-            if key in sources:
-                raise ValueError(f"columns {sources[key]!r} and {name!r} read the same source column")
-            sources[key] = name
-        for rule in self.rules:
-            try:
-                expr = pl.sql_expr(rule.expr)
-            except Exception as e:  # polars raises several types for bad SQL
-                raise ValueError(f"rule {rule.name!r}: cannot parse {rule.expr!r}: {e}") from None
-            used = set(expr.meta.root_names())
-            if not used <= set(self.columns):
-                unknown_cols = ", ".join(sorted(used - set(self.columns)))
-                raise ValueError(f"rule {rule.name!r} uses unknown columns: {unknown_cols}")
-        return self
+_INTEGER = r"^[+-]?\d+$"
+_DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)$"
+# A fraction of a second with a non-zero digit below the microsecond, which the type cannot hold.
+_SUB_MICROSECOND = r"[.,]\d{6}\d*[1-9]"
 
 
 @dataclass(frozen=True)
@@ -148,14 +60,12 @@ class HeaderMatch:
 
 @dataclass(frozen=True)
 class Rule:
-    """One rule of a contract, as one polars expression that is true where a row passes.
-
-    The same expression backs the pandera check and the engine's vectorised row split, so the
-    two cannot disagree."""
+    """One rule of a contract, as one polars expression that is true where a row passes."""
 
     name: str  # as pandera names it: in_range(1.0, 265.0), isin([...]), not_nullable, or the rule's name
     columns: tuple[str, ...]
     ok: pl.Expr
+    row_rule: bool = False  # a declared row rule (over several columns), not a column rule
 
     @property
     def label(self) -> str:
@@ -168,11 +78,16 @@ class CompiledContract:
     spec: ContractSpec
     schema: pa.DataFrameSchema
     parse: dict[str, list[pl.Expr]]  # target column → parse expressions over its raw text, by preference
-    rules: list[Rule] = field(default_factory=list)  # every rule except parsing (type) and uniqueness
+    unparsed_rule: dict[str, pl.Expr]  # target column → the rule a raw value broke when it did not parse
+    rules: list[Rule] = field(default_factory=list)  # every rule except parsing and uniqueness
 
     @property
     def columns(self) -> list[str]:
         return list(self.spec.columns)
+
+    @property
+    def row_rules(self) -> list[Rule]:
+        return [r for r in self.rules if r.row_rule]
 
     def polars_schema(self) -> dict[str, pl.DataType]:
         return {n: c.dtype for n, c in self.spec.columns.items()}
@@ -193,11 +108,20 @@ class CompiledContract:
             else:
                 unexpected.append(h if h.strip() else "<unnamed>")
         found = set(mapping.values())
-        missing = [
-            c.source or n for n, c in self.spec.columns.items() if n not in found and c.required
-        ]
+        missing = [c.source or n for n, c in self.spec.columns.items() if n not in found and c.required]
         optional = [n for n, c in self.spec.columns.items() if n not in found and not c.required]
         return HeaderMatch(mapping, missing, unexpected, duplicated, optional)
+
+
+def _formats(col: ColumnSpec) -> list[str]:
+    return col.formats or DEFAULT_FORMATS[col.type]
+
+
+def _decimal_digits(text: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """(integer digits without leading zeros, decimal places without trailing zeros) of a number's text."""
+    integer = text.str.extract(r"^[+-]?0*(\d*)", 1).fill_null("").str.len_chars()
+    fraction = text.str.extract(r"\.(\d*?)0*$", 1).fill_null("").str.len_chars()
+    return integer, fraction
 
 
 def _parse_exprs(name: str, col: ColumnSpec) -> list[pl.Expr]:
@@ -205,6 +129,7 @@ def _parse_exprs(name: str, col: ColumnSpec) -> list[pl.Expr]:
     applied to every value, each next one only to values the previous ones missed (so a file in
     the usual format pays for one parse; surrounding spaces cost only where they occur)."""
     raw = pl.col(name)
+    ct = col.contract_type
     if col.type == "string":
         return [raw]
     if col.type == "boolean":
@@ -213,18 +138,45 @@ def _parse_exprs(name: str, col: ColumnSpec) -> list[pl.Expr]:
             pl.when(low.is_in(TRUE_WORDS)).then(True).when(low.is_in(FALSE_WORDS)).then(False)
             .otherwise(None).alias(name)
         ]
+    if ct.is_decimal:
+        # Cast only what fits exactly: polars would round 1.234 into decimal(12,2) without a word.
+        text = raw.str.strip_chars()
+        integer, fraction = _decimal_digits(text)
+        fits = text.str.contains(_DECIMAL) & (integer <= ct.precision - ct.scale) & (fraction <= ct.scale)
+        return [pl.when(fits).then(text.cast(ct.polars(), strict=False)).otherwise(None).alias(name)]
     exprs = []
     for text in (raw, raw.str.strip_chars()):
-        if col.type == "timestamp":
-            # cache=False: timestamps are mostly distinct, and the cache doubles the parse cost.
-            exprs += [text.str.to_datetime(f, time_unit="us", strict=False, cache=False).alias(name)
-                      for f in col.formats or DEFAULT_FORMATS["timestamp"]]
-        elif col.type == "date":
-            exprs += [text.str.to_date(f, strict=False, cache=False).alias(name)
-                      for f in col.formats or DEFAULT_FORMATS["date"]]
+        if col.type in ("timestamp", "date"):
+            for f in _formats(col):
+                # cache=False: values are mostly distinct, and the cache doubles the parse cost.
+                parsed = (text.str.to_datetime(f, time_unit="us", strict=False, cache=False) if col.type == "timestamp"
+                          else text.str.to_date(f, strict=False, cache=False))
+                if col.type == "timestamp" and "f" in f.replace("%%", ""):
+                    # chrono would drop nanoseconds silently; such values are refused instead.
+                    parsed = pl.when(text.str.contains(_SUB_MICROSECOND)).then(None).otherwise(parsed)
+                exprs.append(parsed.alias(name))
         else:
             exprs.append(text.cast(col.dtype, strict=False).alias(name))
     return exprs
+
+
+def _unparsed_rule(name: str, col: ColumnSpec) -> pl.Expr:
+    """For a raw value that none of the parse expressions accepted: the name of the rule it broke."""
+    ct = col.contract_type
+    text = pl.col(name).str.strip_chars()
+    formats = f" as {' or '.join(col.formats)}" if col.formats else ""
+    generic = pl.lit(f"type({col.type}{formats})")
+    if ct.is_integer:
+        return pl.when(text.str.contains(_INTEGER)).then(pl.lit(f"out_of_range({col.type})")).otherwise(generic)
+    if ct.is_decimal:
+        integer, fraction = _decimal_digits(text)
+        number = text.str.contains(_DECIMAL)
+        return (pl.when(number & (fraction > ct.scale)).then(pl.lit(f"scale({col.type})"))
+                .when(number & (integer > ct.precision - ct.scale)).then(pl.lit(f"precision({col.type})"))
+                .otherwise(generic))
+    if col.type == "timestamp":
+        return pl.when(text.str.contains(_SUB_MICROSECOND)).then(pl.lit("precision(timestamp)")).otherwise(generic)
+    return generic
 
 
 def _num(v: float) -> float:
@@ -237,6 +189,8 @@ def column_rules(name: str, col: ColumnSpec) -> list[Rule]:
     rules = []
     if not col.nullable:
         rules.append(Rule("not_nullable", (name,), c.is_not_null()))
+    if col.type == "float64" and not col.allow_non_finite:
+        rules.append(Rule("finite", (name,), c.is_finite() | c.is_null()))
     if col.min is not None and col.max is not None:
         rules.append(Rule(f"in_range({_num(col.min)}, {_num(col.max)})", (name,),
                           c.is_between(col.min, col.max) | c.is_null()))
@@ -258,13 +212,40 @@ def _as_check(rule: Rule) -> pa.Check:
     return pa.Check(check, name=rule.name)
 
 
+def _probe(dataset: str, spec: ContractSpec, parse: dict[str, list[pl.Expr]], unparsed: dict[str, pl.Expr],
+           rules: list[Rule]) -> None:
+    """Evaluate every expression once, so type errors surface when the contract is compiled,
+    not when the first file is staged."""
+    raw = pl.DataFrame({n: ["1", None] for n in spec.columns}, schema=dict.fromkeys(spec.columns, pl.String))
+    typed = pl.DataFrame({n: [None, None] for n in spec.columns},
+                         schema={n: c.dtype for n, c in spec.columns.items()})
+    for name in spec.columns:
+        try:
+            for expr in parse[name]:
+                raw.select(expr)
+            raw.select(unparsed[name])
+        except Exception as e:  # polars raises several types
+            raise ContractError(f"contract {dataset}: column {name!r} cannot be parsed: {e}") from None
+    for rule in rules:
+        try:
+            typed.select(rule.ok)
+        except Exception as e:
+            what = f"rule {rule.name!r}" if rule.row_rule else f"column {rule.label!r}, rule {rule.name}"
+            raise ContractError(f"contract {dataset}: {what} cannot be evaluated on the declared types: "
+                                f"{str(e).splitlines()[0]}") from None
+
+
 def compile_contract(dataset: str, spec: ContractSpec) -> CompiledContract:
     per_column = {name: column_rules(name, col) for name, col in spec.columns.items()}
     row_rules = [
         Rule(r.name, tuple(sorted(set(pl.sql_expr(r.expr).meta.root_names()))),
-             pl.sql_expr(r.expr).fill_null(True))  # a rule over a NULL passes: nullability is its own rule
+             pl.sql_expr(r.expr).fill_null(True), row_rule=True)  # a rule over a NULL passes
         for r in spec.rules
     ]
+    parse = {name: _parse_exprs(name, col) for name, col in spec.columns.items()}
+    unparsed = {name: _unparsed_rule(name, col) for name, col in spec.columns.items()}
+    rules = [r for name in spec.columns for r in per_column[name]] + row_rules
+    _probe(dataset, spec, parse, unparsed, rules)
     schema = pa.DataFrameSchema(
         {
             name: pa.Column(
@@ -281,6 +262,4 @@ def compile_contract(dataset: str, spec: ContractSpec) -> CompiledContract:
         strict=True,
         ordered=False,
     )
-    parse = {name: _parse_exprs(name, col) for name, col in spec.columns.items()}
-    rules = [r for name in spec.columns for r in per_column[name]] + row_rules
-    return CompiledContract(dataset, spec, schema, parse, rules)
+    return CompiledContract(dataset, spec, schema, parse, unparsed, rules)

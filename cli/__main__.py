@@ -18,15 +18,40 @@ import shutil
 import sys
 from pathlib import Path
 
-from resources.environment import REPO_ROOT, available_environments, load_environment, resolve
-from resources.yaml_config import ConfigError
+from core.errors import ConfigError, PlatformError
+from core.paths import REPO_ROOT
+from resources.environment import load_environment, resolve, validate_all
 
 SAMPLES = REPO_ROOT / "samples"
-INSTANCE_YAML = """\
-# Written by `python -m cli dagster-home` for `make run`.
+INSTANCE_HEADER = "# Written by `python -m cli dagster-home` for `make run`."
+INSTANCE_YAML = INSTANCE_HEADER + """ Rewritten when the platform's settings change,
+# unless you remove this first line (then it is yours and left alone).
+run_launcher:
+  # Dagster's default launcher, which also tells run monitoring when a run's process has died.
+  module: resources.run_launcher
+  class: LocalRunLauncher
+concurrency:
+  runs:
+    max_concurrent_runs: 2    # two cores: two runs at a time
+    tag_concurrency_limits:
+      # Runs of the same delivered file never overlap (a retry, a manual re-run, the sensor's run).
+      - key: dagster/partition
+        value: {applyLimitPerUniqueValue: true}
+        limit: 1
+  pools:
+    default_limit: 1          # the warehouse pool: one run at a time touches the DuckDB warehouse
+    granularity: run          # a run waits in the queue, not holding a run slot, until the pool is free
 run_queue:
-  max_concurrent_runs: 2      # two cores: two ingest runs at a time
   dequeue_interval_seconds: 1 # start a queued run within a second, not five
+run_monitoring:
+  enabled: true               # a run whose process died is marked failed...
+  poll_interval_seconds: 5
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+run_retries:
+  enabled: true               # ...and started again
+  max_retries: 2
+  retry_on_asset_or_op_failure: false  # a failed step has its own retry policy (transient errors only)
 sensors:
   use_threads: true
   num_workers: 4
@@ -58,8 +83,10 @@ def dagster_home() -> int:
     home = Path(os.environ.get("DAGSTER_HOME") or resolve()[1] / "dagster")
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
-    if not target.exists():
+    current = target.read_text() if target.exists() else None
+    if current is None or (current.startswith(INSTANCE_HEADER) and current != INSTANCE_YAML):
         target.write_text(INSTANCE_YAML)
+        print(f"wrote {target}")
     print(f"Dagster instance: {home}")
     return 0
 
@@ -81,7 +108,7 @@ def dbt_parse() -> int:
     """``dbt parse``: offline, no warehouse connection; writes dbt_project/target/manifest.json."""
     import subprocess
 
-    from assets.dbt import DBT_DIR
+    from core.paths import DBT_DIR
 
     dbt = Path(sys.executable).parent / "dbt"
     env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
@@ -93,30 +120,29 @@ def dbt_parse() -> int:
 
 
 def validate(home: str | None) -> int:
-    from assets.zones import ZONES_DIR, load_zone
+    from core.zones import ZONES_DIR, load_zone
 
     errors = []
-    for name in available_environments():
-        try:
-            load_environment(name, home)
+    for name, loaded in validate_all(home).items():
+        if isinstance(loaded, ConfigError):
+            errors.append(str(loaded))
+        else:
             print(f"ok  environment {name}")
-        except ConfigError as e:
-            errors.append(str(e))
     for path in sorted(ZONES_DIR.glob("*.yaml")):
         try:
             zone = load_zone(path)
             for ds in zone.datasets:
-                ds.contract  # noqa: B018 - compiling the contract validates its rules
+                ds.contract  # noqa: B018 - compiling the contract probes every rule
             print(f"ok  insight zone {zone.name}: {', '.join(d.name for d in zone.datasets)}")
-        except (ConfigError, ValueError) as e:
-            errors.append(str(e))
+        except PlatformError as e:
+            errors.append(f"{path}: {e}" if str(path) not in str(e) else str(e))
     for e in errors:
         print(e, file=sys.stderr)
     return 1 if errors else 0
 
 
 def serving(action: str, home: str | None) -> int:
-    from resources.serving import local_status, stop_local
+    from resources.serving.embedded import local_status, stop_local
 
     _, platform_home = resolve("local", home)
     if action == "stop":
@@ -166,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "dbt-parse":
             return dbt_parse()
         if a.cmd == "dbt-sources":
-            from assets.dbt_sources import write_sources
+            from core.dbt_sources import write_sources
 
             print(f"wrote {write_sources()}")
             return 0

@@ -8,8 +8,9 @@ import dagster as dg
 
 from assets.dbt import build_dbt_assets
 from assets.ingest import build_dataset
+from assets.sensors import build_sensor, build_strays_sensor, set_aside_job
 from assets.serving import build_serving_assets
-from assets.zones import all_datasets, load_zones
+from core.zones import all_datasets, load_zones
 from resources.platform import PlatformResource
 
 datasets = [build_dataset(ds) for ds in all_datasets()]
@@ -17,9 +18,10 @@ modelled = [build_dbt_assets(), *build_serving_assets(load_zones())]
 
 defs = dg.Definitions(
     assets=[a for d in datasets for a in (d.landing, d.staging)] + modelled,
-    jobs=[d.job for d in datasets],
+    jobs=[*(d.job for d in datasets), set_aside_job],
     sensors=[
-        *(d.sensor for d in datasets),
+        *(build_sensor(d) for d in datasets),
+        build_strays_sensor([d.dataset for d in datasets]),
         # Builds ods, analytics and serving when staging partitions are published with their
         # blocking checks passed (see assets.dbt.upstream_published_and_checked).
         dg.AutomationConditionSensorDefinition(

@@ -1,28 +1,35 @@
-"""The one place that resolves the environment.
+"""Environment declarations (``platform/environments/<env>.yaml``) and the one place that resolves
+which environment a run is in.
 
-``PLATFORM_ENV`` picks ``platform/environments/<env>.yaml`` (default ``local``); ``PLATFORM_HOME``
-is the root of the embedded default (default ``<repo>/.platform``). Both are read when a run or
-sensor tick needs them, never at import time, so definitions load fast and offline.
+``PLATFORM_ENV`` picks the file (default ``local``); ``PLATFORM_HOME`` is the root of the embedded
+default (default ``<repo>/.platform``); ``PLATFORM_ENVIRONMENTS_DIR`` may point at another folder
+of environment files (default ``platform/environments``). They are read when a run or sensor
+tick needs them, never when definitions load, so definitions load fast and offline.
+
+At run time only the selected environment is validated: a typo in ``prod.yaml`` does not stop a
+local run. The others are only read for the locations they claim, so that an environment that
+points at another one's buckets or databases is refused. ``python -m cli validate`` (and the
+tests) validate every file.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import yaml
 from pydantic import Field, field_validator, model_validator
 
-from resources.yaml_config import ConfigError, Strict, load_model
+from core.names import ENV_NAME, LAKE_ZONES
+from core.paths import ENVIRONMENTS_DIR, REPO_ROOT
+from core.yaml_config import ConfigError, Strict, load_model
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PLATFORM_DIR = REPO_ROOT / "platform"
-ENVIRONMENTS_DIR = PLATFORM_DIR / "environments"
+__all__ = ["DEFAULT_ENV", "ENVIRONMENTS_DIR", "Environment", "SensorConfig", "available_environments",
+           "default_home", "load_environment", "resolve", "validate_all"]
+
 DEFAULT_ENV = "local"
-LAKE_ZONES = ("landing", "staging", "quarantine")
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
 
 class LakeConfig(Strict):
@@ -41,6 +48,10 @@ class LakeConfig(Strict):
             raise ValueError("an S3 lake needs kms_key_id: every S3 write sets SSE-KMS")
         return self
 
+    @property
+    def kind(self) -> str:
+        return "s3" if any(u.startswith("s3://") for u in self.zones.values()) else "local"
+
 
 class IngressConfig(Strict):
     root: str
@@ -49,6 +60,7 @@ class IngressConfig(Strict):
 class CatalogConfig(Strict):
     kind: Literal["duckdb", "glue"]
     path: str | None = None  # duckdb
+    lock_timeout_seconds: float = Field(default=30.0, gt=0)  # duckdb: how long to wait for a user's lock
     database_prefix: str | None = None  # glue: databases are <prefix><zone>_<insight_zone>
 
     @model_validator(mode="after")
@@ -57,6 +69,33 @@ class CatalogConfig(Strict):
             raise ValueError("a duckdb catalog needs path")
         if self.kind == "glue" and not self.database_prefix:
             raise ValueError("a glue catalog needs database_prefix")
+        return self
+
+
+class WarehouseConfig(Strict):
+    kind: Literal["duckdb", "redshift"]
+    dbt_target: str  # the target in dbt_project/profiles.yml
+    path: str | None = None  # duckdb
+    lock_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> WarehouseConfig:
+        if self.kind == "duckdb" and not self.path:
+            raise ValueError("a duckdb warehouse needs path")
+        return self
+
+
+class ServingConfig(Strict):
+    kind: Literal["embedded_postgres", "aurora_postgres"]
+    data_dir: str | None = None  # embedded: where the server keeps its data (and its socket)
+    secret_name: str | None = None  # aurora: the Secrets Manager secret with host, user and password
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> ServingConfig:
+        if self.kind == "embedded_postgres" and not self.data_dir:
+            raise ValueError("an embedded_postgres serving database needs data_dir")
+        if self.kind == "aurora_postgres" and not self.secret_name:
+            raise ValueError("an aurora_postgres serving database needs secret_name (secrets are named, never written)")
         return self
 
 
@@ -72,23 +111,20 @@ class Environment(Strict):
     ingress: IngressConfig
     lake: LakeConfig
     catalog: CatalogConfig
+    warehouse: WarehouseConfig
+    serving: ServingConfig
     sensors: SensorConfig = SensorConfig()
 
     @field_validator("name")
     @classmethod
     def _valid_name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError(f"environment name {v!r} must match {_NAME.pattern}")
+        if not ENV_NAME.match(v):
+            raise ValueError(f"environment name {v!r} must match {ENV_NAME.pattern}")
         return v
 
     def locations(self) -> set[str]:
         """Buckets / roots / databases this environment writes to (for cross-env checks)."""
-        out = {_bucket(self.ingress.root)} | {_bucket(u) for u in self.lake.zones.values()}
-        if self.catalog.kind == "duckdb":
-            out.add(str(self.catalog.path))
-        else:
-            out.add(f"glue:{self.catalog.database_prefix}")
-        return out
+        return _locations(self.model_dump())
 
 
 def _bucket(uri: str) -> str:
@@ -97,8 +133,36 @@ def _bucket(uri: str) -> str:
     return uri
 
 
+def _locations(data: dict[str, Any]) -> set[str]:
+    """The places an environment's (possibly invalid) declaration claims, read leniently."""
+
+    def get(*path: str) -> Any:
+        node: Any = data
+        for p in path:
+            node = node.get(p) if isinstance(node, dict) else None
+        return node
+
+    out: set[str] = set()
+    for value in [get("ingress", "root"), *((get("lake", "zones") or {}).values()
+                                            if isinstance(get("lake", "zones"), dict) else [])]:
+        if isinstance(value, str):
+            out.add(_bucket(value))
+    for value in (get("catalog", "path"), get("warehouse", "path"), get("serving", "data_dir")):
+        if isinstance(value, str):
+            out.add(value)
+    if isinstance(prefix := get("catalog", "database_prefix"), str):
+        out.add(f"glue:{prefix}")
+    if isinstance(secret := get("serving", "secret_name"), str):
+        out.add(f"secret:{secret}")
+    return out
+
+
 def default_home() -> Path:
     return REPO_ROOT / ".platform"
+
+
+def environments_dir() -> Path:
+    return Path(os.environ.get("PLATFORM_ENVIRONMENTS_DIR") or ENVIRONMENTS_DIR)
 
 
 def resolve(environment: str | None = None, home: str | os.PathLike | None = None) -> tuple[str, Path]:
@@ -108,39 +172,68 @@ def resolve(environment: str | None = None, home: str | os.PathLike | None = Non
     return env, Path(h).expanduser().resolve()
 
 
+def _substitutions(home: Path) -> dict[str, str]:
+    return {"PLATFORM_HOME": str(home)}
+
+
 def _load_file(path: Path, home: Path) -> Environment:
     # The file name is the environment's name; a `name:` key, if present, may not contradict it.
-    env = load_model(path, Environment, substitutions={"PLATFORM_HOME": str(home)}, defaults={"name": path.stem})
+    env = load_model(path, Environment, substitutions=_substitutions(home), defaults={"name": path.stem})
     if env.name != path.stem:
         raise ConfigError(f"{path}: name {env.name!r} does not match the file name {path.stem!r}")
     return env
 
 
-def available_environments(directory: Path = ENVIRONMENTS_DIR) -> list[str]:
-    return sorted(p.stem for p in directory.glob("*.yaml"))
+def _peek(path: Path, home: Path) -> set[str]:
+    """The locations another environment's file claims, without validating it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        for key, value in _substitutions(home).items():
+            text = text.replace("${" + key + "}", value)
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return set()  # unreadable: `cli validate` reports it; it claims nothing here
+    return _locations(data) if isinstance(data, dict) else set()
+
+
+def available_environments(directory: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in (directory or environments_dir()).glob("*.yaml"))
+
+
+def _check_not_shared(path: Path, target: Environment, others: dict[str, set[str]]) -> None:
+    for other_name, claimed in others.items():
+        shared = target.locations() & claimed
+        if shared:
+            raise ConfigError(
+                f"{path}: environment {target.name!r} points at {', '.join(sorted(shared))}, "
+                f"which belongs to environment {other_name!r}"
+            )
 
 
 @lru_cache(maxsize=16)
-def load_environment(
-    name: str | None = None, home: str | None = None, directory: str | None = None
-) -> Environment:
-    """Load and validate one environment; every other environment file is validated too, and
-    an environment that shares a bucket, root or database with another one is rejected."""
+def load_environment(name: str | None = None, home: str | None = None, directory: str | None = None) -> Environment:
+    """Load and validate one environment, and refuse it if it shares a bucket, root or database
+    with another environment's file (read leniently: only the selected file must be valid)."""
     env_name, home_path = resolve(name, home)
-    d = Path(directory) if directory else ENVIRONMENTS_DIR
+    d = Path(directory) if directory else environments_dir()
     path = d / f"{env_name}.yaml"
     if not path.exists():
         known = ", ".join(available_environments(d)) or "none"
         raise ConfigError(f"unknown environment {env_name!r}: no {path} (known: {known})")
-    envs = {p.stem: _load_file(p, home_path) for p in sorted(d.glob("*.yaml"))}
-    target = envs[env_name]
-    for other_name, other in envs.items():
-        if other_name == env_name:
-            continue
-        shared = target.locations() & other.locations()
-        if shared:
-            raise ConfigError(
-                f"{path}: environment {env_name!r} points at {', '.join(sorted(shared))}, "
-                f"which belongs to environment {other_name!r}"
-            )
+    target = _load_file(path, home_path)
+    others = {p.stem: _peek(p, home_path) for p in sorted(d.glob("*.yaml")) if p.stem != env_name}
+    _check_not_shared(path, target, others)
     return target
+
+
+def validate_all(home: str | None = None, directory: str | None = None) -> dict[str, Environment | ConfigError]:
+    """Every environment file, strictly: name → the environment, or the error naming file/line/field."""
+    _, home_path = resolve(None, home)
+    d = Path(directory) if directory else environments_dir()
+    out: dict[str, Environment | ConfigError] = {}
+    for p in sorted(d.glob("*.yaml")):
+        try:
+            out[p.stem] = load_environment(p.stem, str(home_path), str(d))
+        except ConfigError as e:
+            out[p.stem] = e
+    return out

@@ -1,8 +1,10 @@
 """``PlatformResource``: the Dagster resource through which assets and sensors reach the
-environment's lake storage, ingress area and catalog.
+environment's systems, and the one place that chooses each system's backend from the environment.
 
-The environment is resolved when a run or tick first asks for it (see resources.environment),
-so loading definitions never reads the process environment or touches the network.
+The environment is resolved when a run or tick first asks for it (see resources.environment), so
+loading definitions never reads the process environment or touches the network. Nothing outside
+this module knows which backend is in use: asset code asks for ``lake()``, ``ingress()``,
+``catalog()``, ``warehouse()`` or ``serving()`` and gets the typed interface.
 """
 
 from __future__ import annotations
@@ -15,9 +17,25 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from resources.catalog import DuckDBCatalog
+from core.errors import NotAvailable
+from core.names import LAKE_ZONES
+from resources.catalog.base import Catalog
 from resources.environment import Environment, load_environment, resolve
-from resources.lake import LakeStorage, filesystem_for
+from resources.lake.base import FileStore, Lake
+from resources.serving.postgres import ServingDatabase
+from resources.warehouse.base import Warehouse
+
+_LATER = "the AWS backends arrive with the AWS environments issue; until then only 'local' runs"
+
+
+def _store(uri: str, what: str) -> FileStore:
+    if uri.startswith("s3://"):
+        raise NotAvailable(f"{what} is on S3 ({uri}): {_LATER}")
+    if "://" in uri:
+        raise NotAvailable(f"{what}: no storage backend for {uri}")
+    from resources.lake.local import LocalStore
+
+    return LocalStore(uri)
 
 
 class PlatformResource(dg.ConfigurableResource):
@@ -31,6 +49,10 @@ class PlatformResource(dg.ConfigurableResource):
     def location(self) -> tuple[str, Path]:
         """(environment name, PLATFORM_HOME)."""
         return resolve(self.environment, self.home)
+
+    def env(self) -> Environment:
+        name, home = self.location()
+        return load_environment(name, str(home))
 
     @contextlib.contextmanager
     def environment_variables(self, **extra: str) -> Iterator[None]:
@@ -48,36 +70,41 @@ class PlatformResource(dg.ConfigurableResource):
                 else:
                     os.environ[k] = v
 
-    def env(self) -> Environment:
-        name, home = resolve(self.environment, self.home)
-        return load_environment(name, str(home))
+    # -- the systems ----------------------------------------------------------------------------
+    def lake(self) -> Lake:
+        zones = self.env().lake.zones
+        return Lake({z: _store(zones[z], f"the {z} zone") for z in LAKE_ZONES})
 
-    def lake(self) -> LakeStorage:
-        return LakeStorage(dict(self.env().lake.zones))
+    def ingress(self) -> FileStore:
+        return _store(self.env().ingress.root, "the ingress area")
 
-    def catalog(self) -> DuckDBCatalog:
+    def catalog(self) -> Catalog:
         cfg = self.env().catalog
-        if cfg.kind != "duckdb":
-            raise NotImplementedError(
-                f"environment {self.env().name!r}: the {cfg.kind} catalog is not wired yet "
-                "(the AWS wiring is a later issue); use the local environment"
-            )
-        assert cfg.path
-        return DuckDBCatalog(cfg.path)
+        if cfg.kind == "duckdb":
+            from resources.catalog.duckdb import DuckDBCatalog
 
-    def serving(self):  # -> resources.serving.ServingDatabase
-        from resources.serving import ServingDatabase
+            assert cfg.path
+            return DuckDBCatalog(cfg.path, lock_timeout_s=cfg.lock_timeout_seconds)
+        raise NotAvailable(f"environment {self.env().name!r}: the {cfg.kind} catalog: {_LATER}")
 
-        name, home = self.location()
-        if name != "local":
-            raise NotImplementedError(
-                f"environment {name!r}: Aurora (credentials from Secrets Manager) is wired in the AWS issue; "
-                "use the local environment"
-            )
-        return ServingDatabase.local(home)
+    def warehouse(self) -> Warehouse:
+        cfg = self.env().warehouse
+        if cfg.kind == "duckdb":
+            from resources.catalog.duckdb import DuckDBCatalog
+            from resources.warehouse.duckdb import DuckDBWarehouse
 
-    def ingress_dir(self, insight_zone: str, dataset: str) -> str:
-        return "/".join([self.env().ingress.root.rstrip("/"), insight_zone, dataset])
+            catalog = self.catalog()
+            if not isinstance(catalog, DuckDBCatalog):
+                raise NotAvailable("a duckdb warehouse reads the staging tables from a duckdb catalog")
+            assert cfg.path
+            return DuckDBWarehouse(cfg.path, catalog, cfg.dbt_target, lock_timeout_s=cfg.lock_timeout_seconds)
+        raise NotAvailable(f"environment {self.env().name!r}: the {cfg.kind} warehouse: {_LATER}")
 
-    def ingress_fs(self, insight_zone: str, dataset: str):  # -> (FileSystem, path)
-        return filesystem_for(self.ingress_dir(insight_zone, dataset))
+    def serving(self) -> ServingDatabase:
+        cfg = self.env().serving
+        if cfg.kind == "embedded_postgres":
+            from resources.serving.embedded import start
+
+            assert cfg.data_dir
+            return start(Path(cfg.data_dir).expanduser().resolve())
+        raise NotAvailable(f"environment {self.env().name!r}: the {cfg.kind} serving database: {_LATER}")

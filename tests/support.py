@@ -3,7 +3,9 @@ instance, and the code location loaded by path exactly as workspace.yaml loads i
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import re
 import shutil
 from dataclasses import dataclass
 from functools import cache
@@ -13,9 +15,8 @@ import dagster as dg
 import duckdb
 
 from assets.ingest import DatasetDefs, LandingConfig, build_dataset
-from assets.sensors import partition_key
-from assets.zones import all_datasets
-from resources.lake import filesystem_for, sha256_of
+from core.names import partition_key
+from core.zones import Dataset, all_datasets
 from resources.platform import PlatformResource
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,9 +42,10 @@ def requested(instance: dg.DagsterInstance, cursor: str | None = None) -> tuple[
     return {r.key for r in result.results if r.true_subset.size}, result.cursor
 
 
-def dataset_defs(dataset_id: str) -> DatasetDefs:
-    """``dataset_id`` is ``<insight_zone>__<dataset>``, e.g. ``mobility__yellow_trips``."""
-    ds = {d.id: d for d in all_datasets()}[dataset_id]
+def dataset_defs(dataset: str | Dataset) -> DatasetDefs:
+    """A declared dataset's definitions (``<insight_zone>__<dataset>``, e.g. ``mobility__yellow_trips``),
+    or those of a Dataset built by the test."""
+    ds = dataset if isinstance(dataset, Dataset) else {d.id: d for d in all_datasets()}[dataset]
     return build_dataset(ds)
 
 
@@ -80,7 +82,7 @@ class Ingested:
 
 
 def drop_into_ingress(home: Path, dataset_id: str, source: Path | bytes, name: str | None = None) -> Path:
-    zone, dataset = dataset_id.split("__")
+    zone, dataset = dataset_id.split("__", 1)
     target_dir = home / "ingress" / zone / dataset
     target_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(source, bytes):
@@ -95,7 +97,7 @@ def drop_into_ingress(home: Path, dataset_id: str, source: Path | bytes, name: s
 
 def ingest(
     home: Path,
-    dataset_id: str,
+    dataset: str | Dataset,
     source: Path | bytes,
     name: str | None = None,
     instance: dg.DagsterInstance | None = None,
@@ -103,10 +105,9 @@ def ingest(
 ) -> Ingested:
     """Drop a file into ingress and materialise its landing + staging partition in process,
     as the sensor's run would. ``extra_assets`` are materialised in the same run (downstream)."""
-    defs = dataset_defs(dataset_id)
-    path = drop_into_ingress(home, dataset_id, source, name)
-    fs, p = filesystem_for(str(path))
-    key = partition_key(path.name, sha256_of(fs, p))
+    defs = dataset_defs(dataset)
+    path = drop_into_ingress(home, defs.dataset.id, source, name)
+    key = partition_key(path.name, hashlib.sha256(path.read_bytes()).hexdigest())
     instance = instance or dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(defs.partitions.name, [key])
     landing_op = "__".join(defs.landing.key.path)
@@ -115,7 +116,8 @@ def ingest(
         partition_key=key,
         instance=instance,
         resources={"platform": PlatformResource(environment="local", home=str(home))},
-        run_config=dg.RunConfig(ops={landing_op: LandingConfig(ingress_path=str(path))}),
+        run_config=dg.RunConfig(ops={landing_op: LandingConfig(ingress_file=path.name,
+                                                               delivered_at_ns=path.stat().st_mtime_ns)}),
         raise_on_error=False,
     )
     return Ingested(result, key, path)
@@ -133,3 +135,21 @@ def query(home: Path, sql: str, params: list | None = None) -> list[tuple]:
 def lake_files(home: Path, zone: str) -> list[Path]:
     root = home / "lake" / zone
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def catalog_states(home: Path, dataset: str) -> dict[str, str]:
+    """Partition key → its state in the catalog (published, held, superseded)."""
+    sql = "select partition_key, state from meta.partitions where insight_zone || '__' || dataset = ?"
+    return dict(query(home, sql, [dataset]))
+
+
+def view_files(home: Path, table: str) -> set[Path]:
+    """The Parquet files a catalog view reads (``staging_mobility.yellow_trips``)."""
+    schema, view = table.split(".")
+    [(sql,)] = query(home, "select sql from duckdb_views() where schema_name = ? and view_name = ?", [schema, view])
+    return {Path(p) for p in re.findall(r"'([^']+\.parquet)'", sql)}
+
+
+def published_file(ing: Ingested, zone: str) -> Path:
+    """The file a run published for its partition in ``zone`` (staging or quarantine)."""
+    return Path(str(ing.materializations()[zone].metadata["dagster/uri"].value))

@@ -8,9 +8,9 @@ import pandera.polars as pa
 import polars as pl
 import pytest
 
-from assets.zones import all_datasets, load_zone
 from checks.contract import ContractSpec, compile_contract, snake_case
-from resources.yaml_config import ConfigError
+from core.errors import ConfigError
+from core.zones import all_datasets, load_zone
 
 
 def _compile(columns: dict, rules: list | None = None, **kw):

@@ -23,7 +23,7 @@ def test_dbt_project_parses(tmp_path: Path) -> None:
 
 
 def test_dbt_sources_are_generated_from_the_zone_declarations() -> None:
-    from assets.dbt_sources import SOURCES_FILE, render_sources
+    from core.dbt_sources import SOURCES_FILE, render_sources
 
     assert SOURCES_FILE.read_text() == render_sources(), "run `python -m cli dbt-sources` and commit the result"
 
@@ -31,8 +31,8 @@ def test_dbt_sources_are_generated_from_the_zone_declarations() -> None:
 def test_sources_name_every_declared_column_with_its_type() -> None:
     import yaml
 
-    from assets.dbt_sources import SOURCES_FILE
-    from assets.zones import all_datasets
+    from core.dbt_sources import SOURCES_FILE
+    from core.zones import all_datasets
 
     raw = yaml.safe_load(SOURCES_FILE.read_text())["sources"]
     sources = {s["name"]: {t["name"]: t for t in s["tables"]} for s in raw}

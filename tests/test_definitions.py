@@ -55,7 +55,7 @@ def test_every_asset_follows_the_conventions() -> None:
 
 
 def test_unbroken_lineage_from_landing_to_every_served_mart() -> None:
-    from assets.zones import load_zones
+    from core.zones import load_zones
 
     assets = graph_snapshot()["assets"]
     order = ["serving", "analytics", "ods", "staging", "landing"]

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from dagster_dev import TERMINAL, DagsterDev, drop_file
+from dagster_dev import TERMINAL, DagsterDev, drop_file, wait_until
 
-from assets.ingest import SENSOR_INTERVAL_S
-from assets.sensors import partition_key
+from assets.sensors import SET_ASIDE_JOB
+from core.names import partition_key
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples" / "mobility"
@@ -63,11 +63,12 @@ def test_samples_flow_through_dagster_dev(dev: DagsterDev):
 
     # Poll until one run per file has finished; note when the first staging partition appears.
     staging_dir = home / "lake" / "staging" / zone_path(TRIPS)
+    published = lambda: any(staging_dir.glob("*/*.parquet"))  # noqa: E731
     first_publish_s = None
     runs: dict[str, dict] = {}
     deadline = dropped_at + RUNS_TIMEOUT_S
     while True:
-        if first_publish_s is None and any(staging_dir.glob("*.parquet")):
+        if first_publish_s is None and published():
             first_publish_s = time.monotonic() - dropped_at
         runs = {r["tags"].get("platform/source_file"): r for r in ingest_runs(dev)}
         if set(deliveries) <= set(runs) and all(r["status"] in TERMINAL for r in runs.values()):
@@ -77,7 +78,7 @@ def test_samples_flow_through_dagster_dev(dev: DagsterDev):
             pytest.fail(f"runs not finished {RUNS_TIMEOUT_S} s after the drop: {state}\n{dev.log_tail()}")
         time.sleep(0.5)
     all_done_s = time.monotonic() - dropped_at
-    if first_publish_s is None and any(staging_dir.glob("*.parquet")):
+    if first_publish_s is None and published():
         first_publish_s = all_done_s
 
     print(f"[e2e] drop → first staging publish (yellow_trips Parquet): "
@@ -135,36 +136,36 @@ def test_samples_flow_through_dagster_dev(dev: DagsterDev):
     landed_bad = home / "lake" / "landing" / zone_path(TRIPS) / keys[BAD_TRIPS] / BAD_TRIPS
     assert landed_bad.is_file(), sorted((home / "lake" / "landing").rglob("*"))
     assert landed_bad.read_bytes() == (SAMPLES / "yellow_trips" / BAD_TRIPS).read_bytes()
-    assert not (staging_dir / f"{keys[BAD_TRIPS]}.parquet").exists()
+    assert not (staging_dir / keys[BAD_TRIPS]).exists()
     for name, ((zone, dataset), _) in deliveries.items():
         assert not (home / "ingress" / zone / dataset / name).exists(), f"{name} still in ingress"
-    assert sorted(p.name for p in staging_dir.glob("*.parquet")) == sorted(f"{keys[n]}.parquet" for n in GOOD_TRIPS)
+    assert sorted(p.parent.name for p in staging_dir.glob("*/*.parquet")) == sorted(keys[n] for n in GOOD_TRIPS)
 
-    # -- a byte-identical re-delivery under another name starts nothing -----------------------
+    # -- a byte-identical re-delivery under another name is set aside, visibly ----------------
     copy_name = "yellow_tripdata_2019-06_copy.csv"
-    # Automation runs of the modelled zones may still be starting for the earlier files: only an
-    # ingest run would be a reaction to the copy.
     runs_before = {r["runId"] for r in ingest_runs(dev)}
     drop_file(home / "ingress" / zone_path(TRIPS), copy_name, SAMPLES / "yellow_trips" / GOOD_TRIPS[0])
-    copy_dropped = time.monotonic()
-    while time.monotonic() - copy_dropped < 3 * SENSOR_INTERVAL_S + 2:  # 3 intervals + settle time
-        new = [r for r in ingest_runs(dev) if r["runId"] not in runs_before]
-        assert not new, f"a run was started for a byte-identical copy: {new}"
-        time.sleep(1)
-    # The sensor did look at the copy, said why it skipped it, and remembers it in its cursor.
+    aside = wait_until(lambda: [r for r in dev.runs(SET_ASIDE_JOB) if r["status"] in TERMINAL], timeout_s=60,
+                       what="the copy set aside")
+    assert [r["status"] for r in aside] == ["SUCCESS"], aside  # nothing wrong, just nothing new
+    assert {r["runId"] for r in ingest_runs(dev)} == runs_before  # no ingest run for it
+    assert not (home / "ingress" / zone_path(TRIPS) / copy_name).exists()
+    moved = home / "ingress" / "_set_aside" / zone_path(TRIPS) / copy_name
+    assert moved.read_bytes() == (SAMPLES / "yellow_trips" / GOOD_TRIPS[0]).read_bytes()
     ticks = dev.sensor_ticks("mobility__yellow_trips__ingress", limit=25)
-    said = [
-        (t, e["message"]) for t in ticks for e in t["logEvents"]["events"]
-        if f"skipping {copy_name}: byte-identical" in e["message"]
-    ]
-    assert said, f"no tick logged skipping {copy_name}; ticks: {ticks[:5]}"
-    print(f"[e2e] duplicate: tick {said[0][0]['status']} said: {said[0][1]}")
-    assert all(not t["runIds"] for t, _ in said)
-    assert GOOD_TRIPS[0] in said[0][1]
-    assert copy_name in (ticks[0]["cursor"] or ""), ticks[0]
-    assert {r["runId"] for r in ingest_runs(dev)} == runs_before
+    said = [e["message"] for t in ticks for e in t["logEvents"]["events"]
+            if f"setting aside {copy_name}" in e["message"]]
+    assert said and "byte-identical to the earlier delivery yellow_tripdata_2019-06_sample.csv" in said[0], said
+    print(f"[e2e] duplicate: {said[0]}")
+    # ... and so is a file whose name does not match the dataset's pattern: its run fails, naming it.
+    drop_file(home / "ingress" / zone_path(TRIPS), "trips_export.csv", b"whatever")
+    failed = wait_until(lambda: [r for r in dev.runs(SET_ASIDE_JOB) if r["status"] == "FAILURE"], timeout_s=60,
+                        what="the misnamed file set aside")
+    reason = dev.failure_reason(failed[0]["runId"])
+    assert "ingress/mobility/yellow_trips/trips_export.csv does not match the dataset's file pattern " \
+           "'yellow_tripdata_*.csv'" in reason, reason
+    assert (home / "ingress" / "_set_aside" / zone_path(TRIPS) / "trips_export.csv").read_bytes() == b"whatever"
     assert count(home, "staging_mobility.yellow_trips") == 1000 + 776
-    assert (home / "ingress" / zone_path(TRIPS) / copy_name).exists()  # left for a human to look at
 
 
 def zone_path(zone_dataset: tuple[str, str]) -> str:

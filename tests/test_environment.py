@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from resources.environment import ENVIRONMENTS_DIR, load_environment, resolve
-from resources.yaml_config import ConfigError
+from core.errors import ConfigError
+from resources.environment import ENVIRONMENTS_DIR, load_environment, resolve, validate_all
 
 
 @pytest.fixture
@@ -41,11 +41,41 @@ def test_unknown_environment(env_dir: Path, tmp_path: Path) -> None:
 def test_unknown_key_names_file_line_and_field(env_dir: Path, tmp_path: Path) -> None:
     path = env_dir / "dev.yaml"
     path.write_text(path.read_text().replace("  database_prefix: dev_", "  database_prefix: dev_\n  colour: blue"))
-    with pytest.raises(ConfigError) as e:
-        load_environment("local", str(tmp_path), str(env_dir))  # every file is validated
     lines = path.read_text().splitlines()
     line = next(i for i, text in enumerate(lines, 1) if "colour" in text)
+    with pytest.raises(ConfigError) as e:
+        load_environment("dev", str(tmp_path), str(env_dir))
     assert f"{path}:{line}: catalog.colour: unknown key" in str(e.value)
+    # `cli validate` validates every file and reports it...
+    checked = validate_all(str(tmp_path), str(env_dir))
+    assert isinstance(checked["dev"], ConfigError) and "catalog.colour: unknown key" in str(checked["dev"])
+    assert not isinstance(checked["local"], ConfigError)
+
+
+def test_a_typo_in_another_environment_does_not_stop_this_one(env_dir: Path, tmp_path: Path) -> None:
+    """At run time only the selected environment is validated: a broken prod.yaml leaves local runs alone."""
+    (env_dir / "prod.yaml").write_text((env_dir / "prod.yaml").read_text().replace("kind: glue", "kind: glu"))
+    (env_dir / "test.yaml").write_text("lake: [unclosed\n")
+    assert load_environment("local", str(tmp_path), str(env_dir)).name == "local"
+    assert load_environment("dev", str(tmp_path), str(env_dir)).name == "dev"
+
+
+def test_another_environment_is_read_for_the_places_it_claims_even_if_invalid(env_dir: Path, tmp_path: Path) -> None:
+    """prod.yaml with a typo still claims its buckets: dev may not point at them."""
+    prod = env_dir / "prod.yaml"
+    prod.write_text(prod.read_text().replace("kind: glue", "kind: glu"))
+    dev = env_dir / "dev.yaml"
+    dev.write_text(dev.read_text().replace("acme-lake-dev-landing", "acme-lake-prod-landing"))
+    with pytest.raises(ConfigError, match="points at s3://acme-lake-prod-landing, which belongs to environment 'prod'"):
+        load_environment("dev", str(tmp_path), str(env_dir))
+
+
+def test_the_environments_folder_can_be_chosen_at_run_time(env_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    local = env_dir / "local.yaml"
+    local.write_text(local.read_text().replace("lock_timeout_seconds: 30", "lock_timeout_seconds: 3"))
+    monkeypatch.setenv("PLATFORM_ENVIRONMENTS_DIR", str(env_dir))
+    assert load_environment("local", str(tmp_path)).catalog.lock_timeout_seconds == 3
 
 
 def test_missing_key(env_dir: Path, tmp_path: Path) -> None:

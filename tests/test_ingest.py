@@ -3,16 +3,21 @@ DuckDB catalog, a real Dagster instance)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import time
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from support import SAMPLES, dataset_defs, ingest, lake_files, query
+from support import SAMPLES, catalog_states, dataset_defs, ingest, lake_files, published_file, query, view_files
 
-import assets.staging as staging_engine
+import assets.ingest
+import engine.arrow as arrow_engine
+import engine.arrow.stager as stager
 
 YELLOW = SAMPLES / "mobility" / "yellow_trips"
 ZONES = SAMPLES / "mobility" / "taxi_zones" / "taxi_zone_lookup.csv"
@@ -105,6 +110,11 @@ def test_rejected_file_fails_the_blocking_check_and_stays_in_landing(home: Path)
     assert "stays in landing" in r.failure_message()
     assert [p.read_bytes() for p in lake_files(home, "landing")] == [src.read_bytes()]
     assert lake_files(home, "staging") == [] and lake_files(home, "quarantine") == []
+    # Terminal: a rejected file is never retried, and the failure says so to alerting.
+    assert not [e for e in r.result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    failure = next(e for e in r.result.all_events if e.is_step_failure).step_failure_data
+    assert failure.user_failure_data.metadata["error_kind"].value == "terminal"
+    assert failure.user_failure_data.metadata["error"].value == "FileRejected"
 
 
 def _downstream(dataset_id: str) -> dg.AssetsDefinition:
@@ -131,7 +141,8 @@ def test_blocking_check_stops_downstream(home: Path, bad: bool, runs_downstream:
     if bad:
         assert r.checks()["reconciliation"].passed  # nothing lost even when blocked
         # Held outside the catalog's view: nothing reading staging picks it up.
-        assert [p.parent.name for p in lake_files(home, "staging")] == ["_held"]
+        assert catalog_states(home, "mobility__taxi_zones") == {r.partition_key: "held"}
+        assert r.materializations()["staging"].metadata["published"].value is False
         with pytest.raises(duckdb.CatalogException):
             query(home, "select count(*) from staging_mobility.taxi_zones")
         assert query(home, "select _failed_columns, _failed_rules from quarantine_mobility.taxi_zones") == [
@@ -142,41 +153,82 @@ def test_rerun_replaces_the_partition_exactly(home: Path) -> None:
     src = YELLOW / "yellow_tripdata_2021-01_sample.csv"
     with dg.instance_for_test() as instance:
         first = ingest(home, "mobility__yellow_trips", src, instance=instance)
-        before = {p: pq.read_table(p) for p in lake_files(home, "staging") + lake_files(home, "quarantine")}
+        before = {zone: pq.read_table(published_file(first, zone)) for zone in ("staging", "quarantine")}
         second = ingest(home, "mobility__yellow_trips", src, instance=instance)  # same bytes again
     assert first.partition_key == second.partition_key and second.success
-    after = {p: pq.read_table(p) for p in lake_files(home, "staging") + lake_files(home, "quarantine")}
-    assert before.keys() == after.keys()
-    assert all(before[p].equals(after[p]) for p in before)
+    for zone in ("staging", "quarantine"):
+        # A new version, identical, which the catalog now points at; the previous one is out of view.
+        assert published_file(second, zone) != published_file(first, zone)
+        assert pq.read_table(published_file(second, zone)).equals(before[zone])
+        assert published_file(second, zone) in view_files(home, f"{zone}_mobility.yellow_trips")
+        assert published_file(first, zone) not in view_files(home, f"{zone}_mobility.yellow_trips")
     assert query(home, "select count(*) from staging_mobility.yellow_trips") == [(776,)]
     assert second.materializations()["landing"].metadata["landed_in_this_run"].value is False
 
 
+def test_old_versions_of_a_partition_are_removed_once_no_reader_can_need_them(home: Path) -> None:
+    src = YELLOW / "yellow_tripdata_2021-01_sample.csv"
+    with dg.instance_for_test() as instance:
+        first = ingest(home, "mobility__yellow_trips", src, instance=instance)
+        old = published_file(first, "staging")
+        second = ingest(home, "mobility__yellow_trips", src, instance=instance)
+        assert old.exists()  # kept for a while: a dbt run's catalog snapshot may still read it
+        hours_ago = time.time() - 2 * 3600
+        os.utime(old, (hours_ago, hours_ago))
+        third = ingest(home, "mobility__yellow_trips", src, instance=instance)
+    assert not old.exists()
+    assert published_file(second, "staging").exists()  # younger than the retention: kept
+    assert published_file(third, "staging") in view_files(home, "staging_mobility.yellow_trips")
+
+
 def test_failure_mid_write_leaves_previous_output_intact(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = YELLOW / "yellow_tripdata_2019-06_sample.csv"
+    monkeypatch.setattr(assets.ingest, "RETRY", dg.RetryPolicy(max_retries=0))  # see what one attempt leaves
     with dg.instance_for_test() as instance:
         good = ingest(home, "mobility__yellow_trips", src, instance=instance)
         assert good.success
         published = {p: p.read_bytes() for p in lake_files(home, "staging") + lake_files(home, "quarantine")}
+        views = {zone: view_files(home, f"{zone}_mobility.yellow_trips") for zone in ("staging", "quarantine")}
 
         # Small batches so the file is written in several pieces; fail after the first one.
-        monkeypatch.setattr(staging_engine, "BLOCK_SIZE", 16 << 10)
+        monkeypatch.setattr(arrow_engine, "BLOCK_SIZE", 16 << 10)
         calls = {"n": 0}
-        real = staging_engine._Stager.process
+        real = stager.Stager.process
 
         def crash_after_first_batch(self, raw, lines):
             calls["n"] += 1
             if calls["n"] == 2:
-                raise OSError("disk full (injected)")
+                raise OSError(errno.ENOSPC, "No space left on device (injected)")
             return real(self, raw, lines)
 
-        monkeypatch.setattr(staging_engine._Stager, "process", crash_after_first_batch)
+        monkeypatch.setattr(stager.Stager, "process", crash_after_first_batch)
         bad = ingest(home, "mobility__yellow_trips", src, instance=instance)
-    assert not bad.success and "disk full (injected)" in bad.failure_message()
+    assert not bad.success and "no space left on the device" in bad.failure_message()
+    assert "previous version is intact" in bad.failure_message()
     assert calls["n"] == 2
     now = {p: p.read_bytes() for p in lake_files(home, "staging") + lake_files(home, "quarantine")}
     assert now == published  # same files, same bytes: nothing partial, no temporary leftovers
+    assert {zone: view_files(home, f"{zone}_mobility.yellow_trips") for zone in views} == views
     assert query(home, "select count(*) from staging_mobility.yellow_trips") == [(1000,)]
+
+
+def test_a_transient_failure_is_retried_and_the_retry_succeeds(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(assets.ingest, "RETRY", dg.RetryPolicy(max_retries=2, delay=0.1))
+    calls = {"n": 0}
+    real = stager.Stager.process
+
+    def fail_once(self, raw, lines):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(errno.EIO, "Input/output error (injected)")
+        return real(self, raw, lines)
+
+    monkeypatch.setattr(stager.Stager, "process", fail_once)
+    r = ingest(home, "mobility__taxi_zones", ZONES)
+    assert r.success, r.failure_message()
+    retried = [e for e in r.result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retried) == 1 and "Input/output error (injected)" in str(retried[0].event_specific_data.error)
+    assert query(home, "select count(*) from staging_mobility.taxi_zones") == [(265,)]
 
 
 def test_catalog_is_not_held_open_between_writes(home: Path) -> None:
@@ -191,7 +243,7 @@ def test_catalog_is_not_held_open_between_writes(home: Path) -> None:
 
 def test_file_changed_after_pickup_is_not_landed_and_stays_in_ingress(home: Path) -> None:
     from assets.ingest import LandingConfig
-    from assets.sensors import partition_key
+    from core.names import partition_key
     from resources.platform import PlatformResource
 
     defs = dataset_defs("mobility__taxi_zones")
@@ -207,7 +259,7 @@ def test_file_changed_after_pickup_is_not_landed_and_stays_in_ingress(home: Path
         result = dg.materialize(
             [defs.landing, defs.staging], partition_key=key, instance=instance, raise_on_error=False,
             resources={"platform": PlatformResource(environment="local", home=str(home))},
-            run_config=dg.RunConfig(ops={"landing__mobility__taxi_zones": LandingConfig(ingress_path=str(path))}),
+            run_config=dg.RunConfig(ops={"landing__mobility__taxi_zones": LandingConfig(ingress_file=path.name)}),
         )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")

@@ -3,17 +3,19 @@
 import duckdb
 import pytest
 
-from resources.duckdb_session import Plugin
 from resources.pii import LOCAL_DEVELOPMENT_KEY, PiiKeyMissing, pii_key
+from resources.warehouse.duckdb_session import Plugin
 
 
-def test_the_key_comes_from_the_environment() -> None:
-    assert pii_key({"PLATFORM_PII_KEY": "k1", "PLATFORM_ENV": "prod"}) == "k1"
+def test_the_key_comes_from_the_environment_and_never_prints() -> None:
+    key = pii_key({"PLATFORM_PII_KEY": "k1", "PLATFORM_ENV": "prod"})
+    assert key.get_secret_value() == "k1"
+    assert "k1" not in str(key) and "k1" not in repr(key) and "k1" not in f"{key}"
 
 
 @pytest.mark.parametrize("environ", [{}, {"PLATFORM_ENV": "local"}, {"PLATFORM_ENV": "local", "PLATFORM_PII_KEY": ""}])
 def test_only_local_falls_back_to_the_development_key(environ: dict[str, str]) -> None:
-    assert pii_key(environ) == LOCAL_DEVELOPMENT_KEY
+    assert pii_key(environ).get_secret_value() == LOCAL_DEVELOPMENT_KEY
 
 
 @pytest.mark.parametrize("env", ["dev", "test", "prod"])

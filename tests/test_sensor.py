@@ -11,11 +11,12 @@ import dagster as dg
 import pytest
 from support import dataset_defs
 
-from assets.sensors import CURSOR_CAP, Cursor, is_temporary, partition_key, plan_tick, split_partition_key
-from resources.lake import FileEntry, filesystem_for, list_files, sha256_of
+from assets.sensors import SET_ASIDE_JOB, SET_ASIDE_OP, build_sensor
+from core.arrival import CURSOR_CAP, Cursor, FileEntry, is_temporary, partition_key, plan_tick, split_partition_key
+from resources.lake.local import LocalStore
 from resources.platform import PlatformResource
 
-NOW = 10_000 * 10**9
+NOW = 1_000_000 * 10**9
 OLD = NOW - 60 * 10**9  # settled a minute ago
 PATTERN = "yellow_tripdata_*.csv"
 
@@ -39,7 +40,9 @@ def plan(listing, cursor=None, known=(), max_files=500, hashes=None):
 A = "yellow_tripdata_2024-01.csv"
 B = "yellow_tripdata_2024-02.csv"
 
-# (case, listing, cursor files, known partition keys, expected requests, expected duplicates, expected waiting)
+DAYS_AGO_2 = NOW - 2 * 86400 * 10**9
+
+# (case, listing, cursor files, known partition keys, expected requests, expected set-asides, expected waiting)
 TABLE = [
     ("empty folder", [], {}, [], [], [], []),
     ("new file", [f(A)], {}, [], [A], [], []),
@@ -47,28 +50,34 @@ TABLE = [
     ("handled file rewritten (new size)", [f(A, size=11)], {A: [10, OLD]}, [], [A], [], []),
     ("hidden temp file", [f(".yellow_tripdata_x.csv.tmp")], {}, [], [], [], []),
     ("partial upload suffix", [f("yellow_tripdata_x.csv.part")], {}, [], [], [], []),
+    ("abandoned upload (a day unchanged)", [f("yellow_tripdata_x.csv.part", mtime=DAYS_AGO_2)], {}, [], [],
+     [("yellow_tripdata_x.csv.part", "temporary")], []),
     ("still being written", [f(A, mtime=NOW - 10**9)], {}, [], [], [], [A]),
-    ("re-delivery under a new name", [f(B)], {}, [partition_key(A, digest(A))], [], [B], []),
+    ("re-delivery under a new name", [f(B)], {}, [partition_key(A, digest(A))], [], [(B, "duplicate")], []),
+    ("name not matching the pattern", [f("notes.txt")], {}, [], [], [("notes.txt", "name")], []),
     ("two new files", [f(A), f(B, mtime=OLD + 1)], {}, [], [A, B], [], []),
 ]
 
 
-@pytest.mark.parametrize(("case", "listing", "cursor", "known", "requests", "duplicates", "waiting"),
+@pytest.mark.parametrize(("case", "listing", "cursor", "known", "requests", "set_aside", "waiting"),
                          TABLE, ids=[t[0] for t in TABLE])
-def test_tick_table(case, listing, cursor, known, requests, duplicates, waiting) -> None:
+def test_tick_table(case, listing, cursor, known, requests, set_aside, waiting) -> None:
     hashes = {B: digest(A)} if case.startswith("re-delivery") else None
     p = plan(listing, Cursor(files=cursor), known, hashes=hashes)
     assert [r.file.name for r in p.requests] == requests
-    assert [d[0].name for d in p.duplicates] == duplicates
+    assert [(s.file.name, s.reason) for s in p.set_aside] == set_aside
     assert [w.name for w in p.waiting] == waiting
-    # The cursor remembers exactly the handled files still present; waiting files are not remembered.
-    assert set(p.cursor.files) == {e.name for e in listing if not is_temporary(e.name)} - set(waiting)
+    # The cursor remembers exactly the handled files still present; waiting and young temporary
+    # files are not remembered (they are looked at again).
+    handled = {e.name for e in listing if not is_temporary(e.name)} - set(waiting)
+    assert set(p.cursor.files) == handled | {name for name, reason in set_aside if reason == "temporary"}
 
 
 def test_duplicate_log_line_names_the_earlier_file() -> None:
     p = plan([f(B)], known=[partition_key(A, digest(A))], hashes={B: digest(A)})
     lines = p.log_lines("ingress/mobility/yellow_trips")
-    assert any(f"skipping {B}: byte-identical to the earlier delivery {A}" in line for line in lines)
+    assert any(f"setting aside {B}: ingress/mobility/yellow_trips/{B} is byte-identical to the earlier delivery {A}"
+               in line for line in lines), lines
 
 
 def test_same_bytes_twice_in_one_tick_gives_one_run() -> None:
@@ -77,11 +86,15 @@ def test_same_bytes_twice_in_one_tick_gives_one_run() -> None:
     assert [d[0].name for d in p.duplicates] == [B]
 
 
-def test_pattern_mismatch_is_logged_once() -> None:
+def test_pattern_mismatch_is_set_aside_once_with_the_pattern_named() -> None:
     first = plan([f("notes.txt")])
-    assert [i[0].name for i in first.ignored] == ["notes.txt"]
-    second = plan([f("notes.txt")], first.cursor)
-    assert second.ignored == [] and second.requests == []
+    [aside] = first.set_aside
+    assert aside.reason == "name" and aside.detail == PATTERN
+    message = aside.message("ingress/mobility/yellow_trips")
+    assert "ingress/mobility/yellow_trips/notes.txt does not match the dataset's file pattern" in message
+    assert repr(PATTERN) in message and "not landed" in message
+    second = plan([f("notes.txt")], first.cursor)  # the run moves it; until then it is not requested twice
+    assert second.set_aside == [] and second.requests == []
 
 
 def test_cursor_forgets_files_that_left_ingress() -> None:
@@ -130,6 +143,21 @@ def test_partition_key_round_trip() -> None:
 # --- the real sensor, on a real instance and real files ------------------------------------------
 
 
+def _tick(defs, instance, home: Path, cursor: str | None = None) -> dg.SensorResult:
+    resource = PlatformResource(environment="local", home=str(home))
+    ctx = dg.build_sensor_context(instance=instance, resources={"platform": resource}, cursor=cursor)
+    result = build_sensor(defs)(ctx)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def _settle(folder: Path, *names: str) -> None:
+    old = time.time() - 60
+    for p in folder.iterdir():
+        if not names or p.name in names:
+            os.utime(p, (old, old))
+
+
 def test_sensor_on_a_real_folder_and_instance(home: Path) -> None:
     defs = dataset_defs("mobility__yellow_trips")
     ingress = home / "ingress" / "mobility" / "yellow_trips"
@@ -137,36 +165,108 @@ def test_sensor_on_a_real_folder_and_instance(home: Path) -> None:
     sample = Path(__file__).resolve().parent.parent / "samples/mobility/yellow_trips/yellow_tripdata_2019-06_sample.csv"
     (ingress / sample.name).write_bytes(sample.read_bytes())
     (ingress / ".upload.tmp").write_bytes(b"partial")
-    old = time.time() - 60
-    for p in ingress.iterdir():
-        os.utime(p, (old, old))
-    resource = PlatformResource(environment="local", home=str(home))
+    _settle(ingress)
     with dg.instance_for_test() as instance:
-        ctx = dg.build_sensor_context(instance=instance, resources={"platform": resource})
-        result = defs.sensor(ctx)
-        assert isinstance(result, dg.SensorResult)
+        result = _tick(defs, instance, home)
         [req] = result.run_requests
-        sha = sha256_of(*_fs(ingress / sample.name))
+        sha = hashlib.sha256(sample.read_bytes()).hexdigest()
         assert req.run_key == f"mobility__yellow_trips:{sha}"
         assert req.partition_key == partition_key(sample.name, sha)
         assert req.tags["platform/source_file"] == sample.name
-        assert req.run_config["ops"]["landing__mobility__yellow_trips"]["config"]["ingress_path"].endswith(sample.name)
+        landing_config = req.run_config["ops"]["landing__mobility__yellow_trips"]["config"]
+        assert landing_config["ingress_file"] == sample.name
+        assert landing_config["delivered_at_ns"] == (ingress / sample.name).stat().st_mtime_ns
         assert result.dynamic_partitions_requests[0].partition_keys == [req.partition_key]
         # Apply the partition request as the daemon would, then tick again with the cursor.
         instance.add_dynamic_partitions(defs.partitions.name, [req.partition_key])
         (ingress / "yellow_tripdata_2019-06_copy.csv").write_bytes(sample.read_bytes())
-        os.utime(ingress / "yellow_tripdata_2019-06_copy.csv", (old, old))
+        (ingress / "notes.txt").write_bytes(b"not a delivery")
+        _settle(ingress, "yellow_tripdata_2019-06_copy.csv", "notes.txt")
+        os.utime(ingress / sample.name)  # touched while its run waits: still its run's, not a duplicate
+        result2 = _tick(defs, instance, home, result.cursor)
+        # The original is pending; the copy and the misnamed file are set aside, by one run that says why.
+        [aside] = result2.run_requests
+        assert aside.job_name == SET_ASIDE_JOB
+        files = {f["name"]: f for f in aside.run_config["ops"][SET_ASIDE_OP]["config"]["files"]}
+        assert {n: f["reason"] for n, f in files.items()} == {"yellow_tripdata_2019-06_copy.csv": "duplicate",
+                                                              "notes.txt": "name"}
+        assert all(f["dataset"] == "mobility.yellow_trips" for f in files.values())
+        assert _tick(defs, instance, home, result2.cursor).run_requests == []  # asked once
+
+
+def test_set_aside_job_moves_the_files_records_why_and_fails_for_the_misnamed(home: Path) -> None:
+    from assets.sensors import set_aside_job
+
+    ingress = home / "ingress" / "mobility" / "yellow_trips"
+    ingress.mkdir(parents=True)
+    (ingress / "notes.txt").write_bytes(b"not a delivery")
+    (ingress / "yellow_tripdata_2019-06_copy.csv").write_bytes(b"same bytes as before")
+    (home / "ingress" / "_set_aside" / "mobility" / "yellow_trips").mkdir(parents=True)
+    (home / "ingress" / "_set_aside" / "mobility" / "yellow_trips" / "notes.txt").write_bytes(b"an earlier one")
+    _settle(ingress)
+    defs = dataset_defs("mobility__yellow_trips")
+    with dg.instance_for_test() as instance:
+        same = hashlib.sha256(b"same bytes as before").hexdigest()
+        earlier = partition_key("yellow_tripdata_2019-06_sample.csv", same)
+        instance.add_dynamic_partitions(defs.partitions.name, [earlier])
+        result = _tick(defs, instance, home)
+        [aside] = result.run_requests
+        run = set_aside_job.execute_in_process(
+            run_config=aside.run_config, instance=instance, raise_on_error=False,
+            resources={"platform": PlatformResource(environment="local", home=str(home))})
+        observations = instance.fetch_observations(dg.AssetKey(["landing", "mobility", "yellow_trips"]),
+                                                   limit=10).records
+    assert not run.success
+    failure = next(e for e in run.all_events if e.is_step_failure).step_failure_data
+    message = failure.error.message
+    assert "1 delivered file(s) set aside, not processed" in message
+    assert "ingress/mobility/yellow_trips/notes.txt does not match the dataset's file pattern " \
+           "'yellow_tripdata_*.csv'" in message
+    assert failure.user_failure_data.metadata["error_kind"].value == "terminal"
+    assert list(ingress.iterdir()) == []  # nothing left to look at again, nothing deleted:
+    aside_dir = home / "ingress" / "_set_aside" / "mobility" / "yellow_trips"
+    assert (aside_dir / "notes.txt").read_bytes() == b"an earlier one"
+    assert (aside_dir / "notes.1.txt").read_bytes() == b"not a delivery"  # never overwritten
+    assert (aside_dir / "yellow_tripdata_2019-06_copy.csv").read_bytes() == b"same bytes as before"
+    reasons = {r.asset_observation.metadata["set_aside"].value: r.asset_observation.metadata["reason"].value
+               for r in observations}
+    assert reasons == {"notes.txt": "name", "yellow_tripdata_2019-06_copy.csv": "duplicate"}
+
+
+def test_strays_outside_the_dataset_folders_are_set_aside(home: Path) -> None:
+    from assets.sensors import build_strays_sensor
+    from core.zones import all_datasets
+
+    root = home / "ingress"
+    for rel in ("top.csv", "mobility/loose.csv", "mobility/yellow_trip/typo.csv", "sales/orders.csv",
+                "mobility/yellow_trips/2024/jan.csv", "mobility/yellow_trips/yellow_tripdata_ok.csv",
+                "_set_aside/mobility/yellow_trips/old.txt", "mobility/.partial.tmp"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    for p in root.rglob("*"):
+        if p.is_file():
+            os.utime(p, (time.time() - 60, time.time() - 60))
+    sensor = build_strays_sensor(all_datasets())
+    resource = PlatformResource(environment="local", home=str(home))
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance, resources={"platform": resource})
+        result = sensor(ctx)
+        [req] = result.run_requests
+        files = {"/".join([*f["folder"], f["name"]]): f["message"]
+                 for f in req.run_config["ops"][SET_ASIDE_OP]["config"]["files"]}
+        # The dataset's own file, what is already set aside and a young temporary file are not strays.
+        assert set(files) == {"top.csv", "mobility/loose.csv", "mobility/yellow_trip/typo.csv", "sales/orders.csv",
+                              "mobility/yellow_trips/2024/jan.csv"}
+        assert "there is no insight zone 'sales'" in files["sales/orders.csv"]
+        assert "insight zone 'mobility' has no dataset 'yellow_trip'" in files["mobility/yellow_trip/typo.csv"]
+        assert "in a subfolder of ingress/mobility/yellow_trips/" in files["mobility/yellow_trips/2024/jan.csv"]
         ctx2 = dg.build_sensor_context(instance=instance, resources={"platform": resource}, cursor=result.cursor)
-        result2 = defs.sensor(ctx2)
-        assert result2.run_requests == []  # the original is pending, the copy is a duplicate
+        assert sensor(ctx2).run_requests == []
 
 
-def _fs(path: Path):
-    return filesystem_for(str(path))
-
-
-def test_list_files_ignores_directories(tmp_path: Path) -> None:
+def test_local_store_lists_files_not_directories(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.csv").write_text("x")
-    assert [e.name for e in list_files(*_fs(tmp_path))] == ["a.csv"]
-    assert list_files(*_fs(tmp_path / "absent")) == []
+    store = LocalStore(tmp_path)
+    assert [e.name for e in store.list()] == ["a.csv"]
+    assert store.list("absent") == []

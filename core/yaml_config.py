@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from core.errors import ConfigError
+
+__all__ = ["ConfigError", "Strict", "format_validation_error", "load_model"]
+
 M = TypeVar("M", bound=BaseModel)
-
-
-class ConfigError(ValueError):
-    """A declaration file is missing, unreadable or invalid. The message is meant for people."""
 
 
 class Strict(BaseModel):

@@ -1,8 +1,7 @@
-"""The serving database: marts exported to PostgreSQL for applications and BI tools.
+"""The PostgreSQL backend of the serving database: marts exported for applications and BI tools.
 
-In AWS this is Aurora PostgreSQL (the DSN is built from Secrets Manager); locally it is an
-embedded PostgreSQL 16 from the ``pgserver`` wheel, started on first use under
-``PLATFORM_HOME/serving/pgdata`` and left running between runs so people can query it with psql.
+The same code serves Aurora PostgreSQL in AWS (the DSN built from Secrets Manager) and the
+embedded PostgreSQL of the local environment (``resources.serving.embedded``).
 
 An export makes the served table equal to the new version of a mart in ONE transaction: readers
 see the old rows until the commit and the new ones after it, and any failure leaves the table
@@ -16,10 +15,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
+import random
 import re
-import subprocess
-import warnings
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,35 +30,54 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg2 import sql
 
+from core.errors import PlatformError, ResourceBusy, ResourceUnavailable, TerminalError
+from core.names import IDENT, POSTGRES_SYSTEM_COLUMNS
+
 log = logging.getLogger(__name__)
 
-IDENT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _SIMPLE_TYPES = frozenset({"text", "smallint", "integer", "bigint", "double precision", "date", "timestamp", "boolean"})
 _NUMERIC = re.compile(r"^numeric\((\d{1,4}),(\d{1,4})\)$")
 # How format_type() spells an allowed type, where that differs from the declaration.
 _CATALOG_SPELLING = {"timestamp": "timestamp without time zone"}
-# PostgreSQL refuses these as column names.
-_SYSTEM_COLUMNS = frozenset({"tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"})
 _SECRET_PARAMS = ("password", "sslpassword")
 _TMP = sql.Identifier("_serving_rows")
+# An export interrupted by a lost connection is retried this many times (seconds between attempts,
+# with jitter), then fails: bounded, and each attempt is its own transaction.
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 BATCH_ROWS = 65_536  # rows rendered to CSV at a time: ~4 MB for a typical mart row
 COPY_READ_SIZE = 1 << 16
 
 
-class ServingError(RuntimeError):
+class ServingError(PlatformError):
     """A serving-database operation failed. An export that raises this changed nothing."""
 
 
-class SchemaChangeError(ServingError):
+class ServingRefused(ServingError, TerminalError):
+    """The database refused the export (a value or a statement it cannot take): not retried."""
+
+
+class ServingUnavailable(ServingError, ResourceUnavailable):
+    """The database cannot be reached or went away during an export: retried."""
+
+
+class SchemaChangeError(ServingError, TerminalError):
     """The export would change a served column's type, drop a served column or change the key."""
 
 
-class DuplicateKeyError(ServingError):
+class DuplicateKeyError(ServingError, TerminalError):
     """The rows to export hold the same key more than once."""
 
 
-class NullKeyError(ServingError):
+class NullKeyError(ServingError, TerminalError):
     """A key column of the rows to export holds NULL."""
+
+
+class ServingDeclarationError(ServingError, TerminalError, ValueError):
+    """The export itself is ill-declared (an identifier, a type, the key): nothing was attempted."""
+
+
+class ServingBusy(ServingError, ResourceBusy):
+    """A lock on the served table was not granted within the lock timeout (e.g. an idle transaction)."""
 
 
 @dataclass(frozen=True)
@@ -79,16 +96,16 @@ def normalize_type(declared: str) -> str:
     m = _NUMERIC.match(t)
     if m and 1 <= int(m[1]) <= 1000 and int(m[2]) <= int(m[1]):
         return f"numeric({int(m[1])},{int(m[2])})"
-    raise ValueError(
+    raise ServingDeclarationError(
         f"unsupported column type {declared!r}: use one of {', '.join(sorted(_SIMPLE_TYPES))} or numeric(p,s)"
     )
 
 
 def _ident(name: object, what: str) -> str:
     if not isinstance(name, str) or not IDENT.match(name):
-        raise ValueError(f"invalid {what} name {name!r}: must match {IDENT.pattern}")
-    if what == "column" and name in _SYSTEM_COLUMNS:
-        raise ValueError(f"invalid column name {name!r}: it is a PostgreSQL system column")
+        raise ServingDeclarationError(f"invalid {what} name {name!r}: must match {IDENT.pattern}")
+    if what == "column" and name in POSTGRES_SYSTEM_COLUMNS:
+        raise ServingDeclarationError(f"invalid column name {name!r}: it is a PostgreSQL system column")
     return name
 
 
@@ -116,21 +133,22 @@ def _target(table: pa.Table, schema: str, name: str, key: list[str], column_type
     _ident(schema, "schema")
     _ident(name, "table")
     if not column_types:
-        raise ValueError(f"{schema}.{name}: column_types is empty")
+        raise ServingDeclarationError(f"{schema}.{name}: column_types is empty")
     columns = {_ident(c, "column"): normalize_type(t) for c, t in column_types.items()}
     if not key:
-        raise ValueError(f"{schema}.{name}: the key is empty; a served table needs a primary key")
+        raise ServingDeclarationError(f"{schema}.{name}: the key is empty; a served table needs a primary key")
     if len(set(key)) != len(key):
-        raise ValueError(f"{schema}.{name}: key {key} names a column twice")
+        raise ServingDeclarationError(f"{schema}.{name}: key {key} names a column twice")
     if missing := [k for k in key if k not in columns]:
-        raise ValueError(f"{schema}.{name}: key column(s) {', '.join(map(repr, missing))} not in column_types")
+        raise ServingDeclarationError(
+            f"{schema}.{name}: key column(s) {', '.join(map(repr, missing))} not in column_types")
     names = table.column_names
     if len(set(names)) != len(names):
-        raise ValueError(f"{schema}.{name}: the rows to export have duplicated column names {names}")
+        raise ServingDeclarationError(f"{schema}.{name}: the rows to export have duplicated column names {names}")
     untyped = [c for c in names if c not in columns]
     absent = [c for c in columns if c not in names]
     if untyped or absent:
-        raise ValueError(
+        raise ServingDeclarationError(
             f"{schema}.{name}: the rows' columns do not match column_types"
             + (f"; without a type: {', '.join(untyped)}" if untyped else "")
             + (f"; typed but absent: {', '.join(absent)}" if absent else "")
@@ -211,7 +229,8 @@ class _CsvStream:
 class ServingDatabase:
     """A PostgreSQL database that serves marts. Holds no connection: each call opens its own."""
 
-    def __init__(self, dsn: str, *, lock_timeout_s: float = 60.0):
+    def __init__(self, dsn: str, *, lock_timeout_s: float = 60.0,
+                 retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S):
         try:
             params: dict[str, str] | None = psycopg2.extensions.parse_dsn(dsn)
         except psycopg2.Error:
@@ -219,11 +238,12 @@ class ServingDatabase:
         if params is None:
             # Raised outside the handler: the parser's message quotes the DSN, which may hold a
             # password, and must not travel along as __context__.
-            raise ValueError("invalid serving database DSN (not shown: it may hold a password)")
+            raise ServingDeclarationError("invalid serving database DSN (not shown: it may hold a password)")
         self._params = params
         self._dsn = dsn
         self._secrets = [v for k, v in self._params.items() if k in _SECRET_PARAMS and v]
         self.lock_timeout_s = lock_timeout_s
+        self.retry_delays_s = retry_delays_s
 
     def __repr__(self) -> str:
         return f"ServingDatabase({self.dsn_for_humans()!r})"
@@ -234,28 +254,10 @@ class ServingDatabase:
 
     @classmethod
     def local(cls, home: Path) -> ServingDatabase:
-        """The embedded server under ``home/serving/pgdata``: reused if running (by any process),
-        else started (initialised on first use) and left running after this process exits."""
-        pgdata = _local_pgdata(home)
-        pm = _postmaster(pgdata)
-        if pm is None or not pm.ready:
-            pgdata.mkdir(parents=True, exist_ok=True)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
-                import pgserver
-            # pgserver trusts any live pid in postmaster.pid; after a reboot that pid may belong to
-            # another program, and postgres itself then refuses to start over the stale lock file.
-            if pm is not None and not pm.alive:
-                with contextlib.suppress(FileNotFoundError):
-                    (pgdata / "postmaster.pid").unlink()
-            # Takes pgserver's inter-process lock, so concurrent first runs start one server.
-            pgserver.PostgresServer(pgdata, cleanup_mode=None)
-            pm = _postmaster(pgdata)
-            if pm is None or not pm.ready:
-                raise ServingError(f"the embedded PostgreSQL under {pgdata} did not start; see {pgdata / 'log'}")
-        # The socket is under pgdata, or under the user's runtime directory when that path is too
-        # long for a Unix socket: postmaster.pid says which.
-        return cls(_local_dsn(pm))
+        """The embedded server of the local environment (see resources.serving.embedded)."""
+        from resources.serving.embedded import start
+
+        return start(Path(home).expanduser().resolve() / "serving" / "pgdata")
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[psycopg2.extensions.connection]:
@@ -271,7 +273,7 @@ class ServingDatabase:
             failure = None
         if failure is not None:
             # Raised outside the handler, so the original exception does not travel as __context__.
-            raise ServingError(f"cannot connect to the serving database ({self.dsn_for_humans()}): {failure}")
+            raise ServingUnavailable(f"cannot connect to the serving database ({self.dsn_for_humans()}): {failure}")
         try:
             conn.set_client_encoding("UTF8")
             yield conn
@@ -284,7 +286,7 @@ class ServingDatabase:
             try:
                 cur.execute(sql.SQL("SELECT count(*) FROM {}").format(relation))
             except psycopg2.errors.UndefinedTable:
-                raise ServingError(f"no table {schema}.{name} in the serving database") from None
+                raise ServingRefused(f"no table {schema}.{name} in the serving database") from None
             row = cur.fetchone()
             assert row is not None
             return int(row[0])
@@ -297,22 +299,52 @@ class ServingDatabase:
         for k in target.key:
             if nulls := table.column(k).null_count:
                 raise NullKeyError(f"{target}: key column {k!r} holds {nulls} NULL value(s); nothing was changed")
+        prepared = _prepare(table, target)
+        started = time.monotonic()
+        for attempt, delay in enumerate((*self.retry_delays_s, None), start=1):
+            try:
+                result = self._export_once(prepared, target)
+                break
+            except ServingBusy:
+                raise
+            except ServingUnavailable as e:
+                if delay is None:
+                    raise ServingUnavailable(
+                        f"export to {target}: the serving database was unavailable on {attempt} attempts over "
+                        f"{time.monotonic() - started:.0f} s; the served table is unchanged. Last error: {e}"
+                    ) from None
+                log.warning("export to %s, attempt %d: %s; retrying in %.1f s", target, attempt, e, delay)
+                time.sleep(delay * random.uniform(0.75, 1.25))
+        log.info("exported %s: %s", target, result)
+        return result
+
+    def _export_once(self, table: pa.Table, target: _Target) -> ExportResult:
         with self.connect() as conn:
             try:
                 with conn.cursor() as cur:
-                    result = self._export(cur, _prepare(table, target), target)
+                    result = self._export(cur, table, target)
                 conn.commit()
+            except psycopg2.errors.LockNotAvailable as e:
+                with contextlib.suppress(psycopg2.Error):
+                    conn.rollback()
+                raise ServingBusy(f"export to {target}: a lock was not granted within {self.lock_timeout_s:.0f} s "
+                                  f"(another session holds the table); the served table is unchanged: "
+                                  f"{_pg_message(e)}") from None
+            except psycopg2.OperationalError as e:  # the connection went away: nothing was committed
+                with contextlib.suppress(psycopg2.Error):
+                    conn.rollback()
+                raise ServingUnavailable(f"export to {target} was interrupted and rolled back, the served table is "
+                                         f"unchanged: {_pg_message(e)}") from None
             except psycopg2.Error as e:
                 with contextlib.suppress(psycopg2.Error):
                     conn.rollback()
-                raise ServingError(
+                raise ServingRefused(
                     f"export to {target} failed and was rolled back, the served table is unchanged: {_pg_message(e)}"
                 ) from e
             except BaseException:
                 with contextlib.suppress(psycopg2.Error):
                     conn.rollback()
                 raise
-        log.info("exported %s: %s", target, result)
         return result
 
     # The steps of an export, all on one cursor inside one transaction.
@@ -335,7 +367,7 @@ class ServingDatabase:
         if rows != table.num_rows:
             # Duplicates that the diff filtered out, or that ON CONFLICT DO NOTHING skipped.
             _raise_duplicates(cur, _TMP if existing is not None else t.table, t)
-            raise ServingError(f"{t}: the served table would hold {rows} rows, the export has {table.num_rows}")
+            raise ServingRefused(f"{t}: the served table would hold {rows} rows, the export has {table.num_rows}")
         return ExportResult(rows=rows, inserted=inserted, updated=updated, deleted=deleted)
 
     def _load_new(self, cur: psycopg2.extensions.cursor, table: pa.Table, t: _Target) -> int:
@@ -541,83 +573,3 @@ def _raise_duplicates(cur: psycopg2.extensions.cursor, relation: sql.Composable,
         f"duplicate key in the rows to export to {t}: {examples} ({found[0][n + 1]} duplicated key(s) in all). "
         "Nothing was changed."
     )
-
-
-# The embedded local server.
-
-
-@dataclass(frozen=True)
-class _Postmaster:
-    pid: int
-    socket_dir: Path
-    port: int
-    ready: bool
-    alive: bool  # the pid is a running postgres process
-
-
-def _local_pgdata(home: Path | str) -> Path:
-    return Path(home).expanduser().resolve() / "serving" / "pgdata"
-
-
-def _postmaster(pgdata: Path) -> _Postmaster | None:
-    """What ``postmaster.pid`` says about the server of ``pgdata``; None without one (or while it is
-    half written)."""
-    try:
-        lines = (pgdata / "postmaster.pid").read_text().splitlines()
-        pid, port, socket_dir, status = int(lines[0]), int(lines[3]), lines[4].strip(), lines[7].strip()
-    except (FileNotFoundError, IndexError, ValueError):
-        return None
-    import psutil  # a dependency of pgserver, which only the local environment installs
-
-    try:
-        process = psutil.Process(pid)
-        # A stopped postmaster lingers as a zombie until init reaps it.
-        alive = process.name() == "postgres" and process.status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        alive = False
-    return _Postmaster(pid, Path(socket_dir), port, ready=alive and status == "ready" and bool(socket_dir), alive=alive)
-
-
-def local_bin(program: str) -> Path:
-    """A program of the PostgreSQL that pgserver ships (pg_ctl, psql, pg_dump, ...)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pgserver
-    return Path(pgserver.__file__).parent / "pginstall" / "bin" / program
-
-
-def local_status(home: Path) -> str | None:
-    """The psql connection string of the embedded server under ``home`` if it is running, else None."""
-    pm = _postmaster(_local_pgdata(home))
-    if pm is None or not pm.ready:
-        return None
-    return ServingDatabase(_local_dsn(pm)).dsn_for_humans()
-
-
-def _local_dsn(pm: _Postmaster) -> str:
-    return psycopg2.extensions.make_dsn(host=str(pm.socket_dir), port=pm.port, dbname="postgres", user="postgres")
-
-
-def stop_local(home: Path) -> bool:
-    """Stop the embedded server under ``home`` (fast shutdown: open sessions are disconnected).
-
-    Returns False if it was not running.
-    """
-    pgdata = _local_pgdata(home)
-    pm = _postmaster(pgdata)
-    if pm is None or not pm.alive:
-        return False
-    # pg_ctl refuses to run as root; as root, pgserver runs the server as the owner of pgdata.
-    owner = pgdata.stat().st_uid
-    user = owner if os.geteuid() == 0 and owner != 0 else None
-    done = subprocess.run(
-        [str(local_bin("pg_ctl")), "-D", str(pgdata), "-m", "fast", "-w", "-t", "60", "stop"],
-        user=user,
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    if done.returncode != 0 and _postmaster(pgdata) is not None:
-        raise ServingError(f"could not stop the embedded PostgreSQL under {pgdata}: {done.stderr.strip()}")
-    return True

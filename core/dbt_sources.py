@@ -12,23 +12,21 @@ from pathlib import Path
 
 import yaml
 
-from assets.zones import InsightZone, load_zones
-from resources.environment import REPO_ROOT
+from core.names import SOURCE_FILE, SOURCE_LINE, schema_name
+from core.paths import DBT_DIR
+from core.types import parse_type
+from core.zones import InsightZone, load_zones
 
-SOURCES_FILE = REPO_ROOT / "dbt_project" / "models" / "sources.yml"
-SQL_TYPES = {  # accepted by DuckDB, PostgreSQL and Redshift alike
-    "string": "text", "int16": "smallint", "int32": "integer", "int64": "bigint", "float64": "double precision",
-    "boolean": "boolean", "date": "date", "timestamp": "timestamp",
-}
+SOURCES_FILE = DBT_DIR / "models" / "sources.yml"
 HEADER = "# Generated from platform/zones/*.yaml by `python -m cli dbt-sources`. Do not edit.\n"
 
 
 def sql_type(contract_type: str) -> str:
-    return SQL_TYPES.get(contract_type) or contract_type.replace("decimal", "numeric")
+    return parse_type(contract_type).portable_sql()
 
 
 def source_name(insight_zone: str) -> str:
-    return f"staging_{insight_zone}"
+    return schema_name("staging", insight_zone)
 
 
 def render_sources(zones: tuple[InsightZone, ...] | None = None) -> str:
@@ -46,8 +44,8 @@ def render_sources(zones: tuple[InsightZone, ...] | None = None) -> str:
                 for name, col in ds.spec.contract.columns.items()
             ]
             cols += [
-                {"name": "_source_file", "description": "delivered file the row came from", "data_type": "text"},
-                {"name": "_source_line", "description": "line of the row in that file", "data_type": "bigint"},
+                {"name": SOURCE_FILE, "description": "delivered file the row came from", "data_type": "text"},
+                {"name": SOURCE_LINE, "description": "line of the row in that file", "data_type": "bigint"},
             ]
             tables.append({
                 "name": ds.name,

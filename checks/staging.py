@@ -1,0 +1,80 @@
+"""The blocking checks of every staging partition (one verdict per delivered file): their specs
+and their results.
+
+- ``contract``: the file fits its contract as a whole, and the share of quarantined rows is within
+  the dataset's ``max_quarantine_ratio``;
+- ``reconciliation``: nothing lost: rows read = rows staged + rows quarantined, counted from the
+  written Parquet.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import dagster as dg
+
+from core.errors import FileRejected
+from core.zones import Dataset
+from engine.base import StagingResult
+
+CONTRACT_CHECK, RECONCILIATION_CHECK = "contract", "reconciliation"
+
+
+def check_specs(staging_key: dg.AssetKey, partitions: dg.PartitionsDefinition, ds: Dataset) -> list[dg.AssetCheckSpec]:
+    # Checks are partitioned like the asset (a preview feature in Dagster 1.13): each delivered
+    # file has its own verdict, instead of the asset showing whichever file finished last.
+    limit = ds.spec.contract.max_quarantine_ratio
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return [
+            dg.AssetCheckSpec(
+                CONTRACT_CHECK, asset=staging_key, blocking=True, partitions_def=partitions,
+                description=f"The file fits the contract and its quarantined share is within {limit:.2%}.",
+            ),
+            dg.AssetCheckSpec(
+                RECONCILIATION_CHECK, asset=staging_key, blocking=True, partitions_def=partitions,
+                description="Nothing lost: rows read = rows staged + rows quarantined "
+                "(counted from the written Parquet).",
+            ),
+        ]
+
+
+def contract_result(ds: Dataset, staging_key: dg.AssetKey, r: StagingResult, passed: bool) -> dg.AssetCheckResult:
+    limit = ds.spec.contract.max_quarantine_ratio
+    return dg.AssetCheckResult(
+        asset_key=staging_key,
+        check_name=CONTRACT_CHECK,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=None if passed else
+        f"{r.rows_quarantined} of {r.rows_read} rows quarantined ({r.quarantine_ratio:.2%}), "
+        f"above the dataset's limit of {limit:.2%}",
+        metadata={
+            "rows_read": r.rows_read,
+            "rows_quarantined": r.rows_quarantined,
+            "quarantine_ratio": round(r.quarantine_ratio, 6),
+            "max_quarantine_ratio": limit,
+            "violations": dg.MetadataValue.json(dict(r.violations)),
+            "examples": dg.MetadataValue.md("\n".join(f"- {e}" for e in r.examples) or "none"),
+        },
+    )
+
+
+def rejected_result(staging_key: dg.AssetKey, source_file: str, e: FileRejected) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=staging_key, check_name=CONTRACT_CHECK, passed=False,
+        severity=dg.AssetCheckSeverity.ERROR, description=str(e),
+        metadata={"source_file": source_file, "reason": e.reason,
+                  **{k: dg.MetadataValue.json(v) for k, v in e.details.items()}},
+    )
+
+
+def reconciliation_result(staging_key: dg.AssetKey, rows_read: int, staged: int, quarantined: int
+                          ) -> dg.AssetCheckResult:
+    reconciled = staged + quarantined == rows_read
+    return dg.AssetCheckResult(
+        asset_key=staging_key, check_name=RECONCILIATION_CHECK, passed=reconciled,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"rows_read": rows_read, "rows_staged": staged, "rows_quarantined": quarantined},
+        description=None if reconciled else f"rows read {rows_read} != staged {staged} + quarantined {quarantined}",
+    )

@@ -1,0 +1,68 @@
+"""Identifiers, table names, partition keys and the system columns: one owner for each.
+
+Everything from configuration that ends up in SQL or in a path is validated here against a strict
+pattern first, then quoted where it is used.
+"""
+
+from __future__ import annotations
+
+import re
+
+# SQL identifiers (schemas, tables, columns): lower snake_case, within PostgreSQL's 63 bytes.
+IDENT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Insight zones and datasets: they become parts of identifiers (``staging_<zone>``), so shorter.
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+# Environment names (``platform/environments/<name>.yaml``).
+ENV_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+# PostgreSQL refuses these as column names.
+POSTGRES_SYSTEM_COLUMNS = frozenset({"tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"})
+
+LAKE_ZONES = ("landing", "staging", "quarantine")
+MODELLED_ZONES = ("ods", "analytics")
+
+# System columns of every staging table: the delivered file and the line each row came from.
+SOURCE_FILE, SOURCE_LINE = "_source_file", "_source_line"
+# Quarantine's extra columns: what failed, why, and the raw text of a record that could not be split.
+Q_COLUMNS, Q_RULES, Q_ERRORS, Q_RAW = "_failed_columns", "_failed_rules", "_errors", "_raw_record"
+SYSTEM_COLUMNS = (SOURCE_FILE, SOURCE_LINE, Q_COLUMNS, Q_RULES, Q_ERRORS, Q_RAW)
+
+HASH_CHARS = 16  # 64 bits of sha256 in a partition key
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def check_ident(name: object, what: str = "identifier") -> str:
+    if not isinstance(name, str) or not IDENT.match(name):
+        raise ValueError(f"invalid {what} name {name!r}: must match {IDENT.pattern}")
+    return name
+
+
+def quote_ident(name: str) -> str:
+    """A validated identifier in double quotes (valid in DuckDB, PostgreSQL and Redshift)."""
+    return '"' + check_ident(name) + '"'
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def schema_name(zone: str, insight_zone: str) -> str:
+    """``staging_mobility``: the schema of a zone's tables for one insight zone."""
+    return check_ident(f"{zone}_{insight_zone}", "schema")
+
+
+def table_name(zone: str, insight_zone: str, dataset: str) -> str:
+    """``staging_mobility.yellow_trips``."""
+    return f"{schema_name(zone, insight_zone)}.{check_ident(dataset, 'table')}"
+
+
+def partition_key(file_name: str, sha256: str) -> str:
+    """``<file name>@<first 16 hex of sha256>``: readable, traceable, unique per content."""
+    safe = _UNSAFE.sub("_", file_name).replace("..", "_")
+    return f"{safe}@{sha256[:HASH_CHARS]}"
+
+
+def split_partition_key(key: str) -> tuple[str, str]:
+    name, _, digest = key.rpartition("@")
+    if not name or len(digest) != HASH_CHARS:
+        raise ValueError(f"{key!r} is not a landing partition key (<file>@<{HASH_CHARS} hex>)")
+    return name, digest

@@ -1,0 +1,1 @@
+"""The catalog: the interface (``base``) and its backends (``duckdb``; Glue in AWS)."""

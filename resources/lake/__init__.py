@@ -1,0 +1,1 @@
+"""Lake storage: the interface (``base``) and its backends (``local``; S3 in AWS)."""
