@@ -20,6 +20,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
 from assets.policies import RETRY, WAREHOUSE_POOL, failure, platform_errors
+from core.errors import ConfigError
 from core.names import MODELLED_ZONES
 from core.paths import DBT_DIR
 from core.zones import load_zones
@@ -69,7 +70,7 @@ class PlatformDbtTranslator(DagsterDbtTranslator):
         if props.get("resource_type") == "source":
             return "staging", props["source_name"].removeprefix("staging_")
         if len(fqn) < 4 or fqn[1] not in MODELLED_ZONES:
-            raise ValueError(f"dbt model {props.get('name')} must live in models/<ods|analytics>/<insight_zone>/")
+            raise ConfigError(f"dbt model {props.get('name')} must live in models/<ods|analytics>/<insight_zone>/")
         return fqn[1], fqn[2]
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
@@ -174,7 +175,7 @@ def build_dbt_assets() -> dg.AssetsDefinition:
     # activated virtual environment.
     project = dbt_project()
     if not project.manifest_path.exists():
-        raise FileNotFoundError(
+        raise ConfigError(
             f"{project.manifest_path} is missing: run `python -m cli dbt-parse` (make run and make test do)"
         )
     translator = PlatformDbtTranslator()

@@ -42,4 +42,4 @@ def platform_errors(doing: str, **metadata: object) -> Iterator[None]:
     except PlatformError as e:
         raise failure(e, **metadata) from None
     except OSError as e:
-        raise failure(from_os_error(e, doing), **metadata) from e
+        raise failure(from_os_error(e, doing), **metadata) from None

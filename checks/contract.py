@@ -8,26 +8,32 @@ every dataset and every engine.
   value broke when it did not parse: ``type(int16)``, ``out_of_range(int16)`` (a valid integer
   outside the type), ``scale(decimal(12,2))`` (more decimal places than the scale keeps),
   ``precision(decimal(12,2))`` (more digits than fit), ``precision(timestamp)`` (digits below a
-  microsecond). No value is ever rounded, truncated or coerced into its type;
+  microsecond, in a value a format with fractional seconds reads otherwise). No value is ever
+  rounded, truncated or coerced into its type;
 - every other rule as one polars expression that is true where a row passes (``not_nullable``,
   ranges, allowed values, patterns, ``finite`` for floats, and the row rules), and
 - a ``pandera.polars.DataFrameSchema`` whose checks are built from those same expressions, so
   the engine's vectorised row split and pandera's verdict cannot disagree.
 
 Every expression is evaluated once on a probe frame while compiling, so a contract that compiles
-stages: a rule comparing a string with a number, an ``allowed`` list of the wrong type or a
+stages: a rule comparing a string with a number, a row rule that is no condition, a strict
+``CAST`` that some value of its column would break, an ``allowed`` list of the wrong type or a
 regular expression polars cannot run is an error here, naming the column or rule.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import sys
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import pandera.polars as pa
 import polars as pl
 
 from core.contract_spec import ColumnSpec, ContractSpec, snake_case
 from core.errors import ContractError
+from core.types import INTEGER_RANGES, ContractType
 
 __all__ = ["CompiledContract", "ContractSpec", "HeaderMatch", "Rule", "compile_contract", "snake_case"]
 
@@ -37,10 +43,11 @@ DEFAULT_FORMATS = {
 }
 TRUE_WORDS = ["true", "t", "yes", "y", "1"]
 FALSE_WORDS = ["false", "f", "no", "n", "0"]
-_INTEGER = r"^[+-]?\d+$"
-_DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)$"
+# ASCII digits only: the regex crate's \d also matches other scripts' digits, which no cast reads.
+_INTEGER = r"^[+-]?[0-9]+$"
+_DECIMAL = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)$"
 # A fraction of a second with a non-zero digit below the microsecond, which the type cannot hold.
-_SUB_MICROSECOND = r"[.,]\d{6}\d*[1-9]"
+_SUB_MICROSECOND = r"[.,][0-9]{6}[0-9]*[1-9]"
 
 
 @dataclass(frozen=True)
@@ -119,8 +126,8 @@ def _formats(col: ColumnSpec) -> list[str]:
 
 def _decimal_digits(text: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     """(integer digits without leading zeros, decimal places without trailing zeros) of a number's text."""
-    integer = text.str.extract(r"^[+-]?0*(\d*)", 1).fill_null("").str.len_chars()
-    fraction = text.str.extract(r"\.(\d*?)0*$", 1).fill_null("").str.len_chars()
+    integer = text.str.extract(r"^[+-]?0*([0-9]*)", 1).fill_null("").str.len_chars()
+    fraction = text.str.extract(r"\.([0-9]*?)0*$", 1).fill_null("").str.len_chars()
     return integer, fraction
 
 
@@ -165,7 +172,7 @@ def _unparsed_rule(name: str, col: ColumnSpec) -> pl.Expr:
     ct = col.contract_type
     text = pl.col(name).str.strip_chars()
     formats = f" as {' or '.join(col.formats)}" if col.formats else ""
-    generic = pl.lit(f"type({col.type}{formats})")
+    generic = pl.repeat(pl.lit(f"type({col.type}{formats})"), pl.len())  # one per value, as the others
     if ct.is_integer:
         return pl.when(text.str.contains(_INTEGER)).then(pl.lit(f"out_of_range({col.type})")).otherwise(generic)
     if ct.is_decimal:
@@ -174,8 +181,15 @@ def _unparsed_rule(name: str, col: ColumnSpec) -> pl.Expr:
         return (pl.when(number & (fraction > ct.scale)).then(pl.lit(f"scale({col.type})"))
                 .when(number & (integer > ct.precision - ct.scale)).then(pl.lit(f"precision({col.type})"))
                 .otherwise(generic))
-    if col.type == "timestamp":
-        return pl.when(text.str.contains(_SUB_MICROSECOND)).then(pl.lit("precision(timestamp)")).otherwise(generic)
+    fractional = [f for f in _formats(col) if "f" in f.replace("%%", "")] if col.type == "timestamp" else []
+    if fractional:
+        # Sub-microsecond digits are the only fault when the value parses without them; a value
+        # no format reads (or a format without fractional seconds) is a type error.
+        micro = text.str.replace(r"([.,][0-9]{6})[0-9]+", "${1}")
+        parses = pl.any_horizontal([micro.str.to_datetime(f, time_unit="us", strict=False, cache=False).is_not_null()
+                                    for f in fractional])
+        return pl.when(text.str.contains(_SUB_MICROSECOND) & parses).then(pl.lit("precision(timestamp)")) \
+            .otherwise(generic)
     return generic
 
 
@@ -212,31 +226,60 @@ def _as_check(rule: Rule) -> pa.Check:
     return pa.Check(check, name=rule.name)
 
 
+def _extreme(ct: ContractType) -> object:
+    """A value of the type that a rule must survive: text that is no number, the largest number."""
+    if ct.is_integer:
+        return INTEGER_RANGES[ct.name][1]
+    if ct.is_decimal:
+        return Decimal(("9" * (ct.precision - ct.scale) or "0") + ("." + "9" * ct.scale if ct.scale else ""))
+    return {"string": "x", "float64": sys.float_info.max, "boolean": True, "date": dt.date.max,
+            "timestamp": dt.datetime.max}[ct.name]
+
+
+def _first_paragraph(e: Exception) -> str:
+    """A polars error on one line: its first paragraph, without the carets under a regex."""
+    lines = (line.strip() for line in str(e).split("\n\n")[0].splitlines())
+    return " ".join(line for line in lines if line and set(line) != {"^"})
+
+
 def _probe(dataset: str, spec: ContractSpec, parse: dict[str, list[pl.Expr]], unparsed: dict[str, pl.Expr],
            rules: list[Rule]) -> None:
     """Evaluate every expression once, so type errors surface when the contract is compiled,
-    not when the first file is staged."""
+    not when the first file is staged. Rules are evaluated on a null and on an extreme value of
+    each column, so a strict CAST that some value would break is refused here too."""
     raw = pl.DataFrame({n: ["1", None] for n in spec.columns}, schema=dict.fromkeys(spec.columns, pl.String))
-    typed = pl.DataFrame({n: [None, None] for n in spec.columns},
+    typed = pl.DataFrame({n: [None, _extreme(c.contract_type)] for n, c in spec.columns.items()},
                          schema={n: c.dtype for n, c in spec.columns.items()})
     for name in spec.columns:
         try:
-            for expr in parse[name]:
-                raw.select(expr)
-            raw.select(unparsed[name])
+            heights = [raw.select(expr).height for expr in [*parse[name], unparsed[name]]]
         except Exception as e:  # polars raises several types
             raise ContractError(f"contract {dataset}: column {name!r} cannot be parsed: {e}") from None
+        if set(heights) != {raw.height}:
+            raise ContractError(f"contract {dataset}: column {name!r}: a parse expression does not give one value "
+                                "per row; the compiled contract is inconsistent")
     for rule in rules:
+        what = f"rule {rule.name!r}" if rule.row_rule else f"column {rule.label!r}, rule {rule.name}"
         try:
-            typed.select(rule.ok)
+            out = typed.select(rule.ok).to_series()
         except Exception as e:
-            what = f"rule {rule.name!r}" if rule.row_rule else f"column {rule.label!r}, rule {rule.name}"
+            first = _first_paragraph(e)
+            hint = " (a CAST that can fail stops the whole file: use TRY_CAST)" if "conversion from" in first else ""
             raise ContractError(f"contract {dataset}: {what} cannot be evaluated on the declared types: "
-                                f"{str(e).splitlines()[0]}") from None
+                                f"{first}{hint}") from None
+        if out.dtype != pl.Boolean:
+            raise ContractError(f"contract {dataset}: {what} is not a condition: it gives {out.dtype}, "
+                                "not true or false")
 
 
 def compile_contract(dataset: str, spec: ContractSpec) -> CompiledContract:
-    per_column = {name: column_rules(name, col) for name, col in spec.columns.items()}
+    per_column: dict[str, list[Rule]] = {}
+    for name, col in spec.columns.items():
+        try:
+            per_column[name] = column_rules(name, col)
+        except (TypeError, ValueError, pl.exceptions.PolarsError) as e:  # e.g. `allowed` values of mixed types
+            raise ContractError(f"contract {dataset}: column {name!r}: its rules cannot be built: "
+                                f"{str(e).splitlines()[0]}") from None
     row_rules = [
         Rule(r.name, tuple(sorted(set(pl.sql_expr(r.expr).meta.root_names()))),
              pl.sql_expr(r.expr).fill_null(True), row_rule=True)  # a rule over a NULL passes

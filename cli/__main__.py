@@ -46,8 +46,8 @@ run_queue:
 run_monitoring:
   enabled: true               # a run whose process died is marked failed...
   poll_interval_seconds: 5
-  start_timeout_seconds: 180
-  cancel_timeout_seconds: 180
+  start_timeout_seconds: 60   # a run that never got going (e.g. its process died starting) fails after this
+  cancel_timeout_seconds: 60
 run_retries:
   enabled: true               # ...and started again
   max_retries: 2

@@ -7,6 +7,7 @@ stages (``checks.contract`` probes every rule once to make sure).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
@@ -58,6 +59,9 @@ class ColumnSpec(Strict):
                 raise ValueError("formats is empty: list at least one format, or leave it out for the defaults")
         if (self.min is not None or self.max is not None) and not self.contract_type.is_numeric:
             raise ValueError(f"min/max do not apply to {self.type} columns")
+        for what, bound in (("min", self.min), ("max", self.max)):
+            if bound is not None and not math.isfinite(bound):
+                raise ValueError(f"{what} {bound} is not a finite number")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is greater than max {self.max}")
         if self.pattern is not None and self.type != "string":

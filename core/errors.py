@@ -51,6 +51,10 @@ class ConfigError(TerminalError, ValueError):
     """A declaration file is missing, unreadable or invalid. The message names file, line and field."""
 
 
+class InvalidName(TerminalError, ValueError):
+    """A name, key or path part that does not match its pattern (it would end up in SQL or a path)."""
+
+
 class FileRejected(TerminalError):
     """The delivered file as a whole does not fit its dataset; it stays in landing, unstaged."""
 
@@ -94,7 +98,8 @@ def from_os_error(e: OSError, doing: str) -> PlatformError:
     """An ``OSError`` met while ``doing`` something (e.g. "writing staging of x.csv"), classified."""
     reason = e.strerror or str(e)
     where = f" ({e.filename})" if e.filename else ""
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    # pyarrow's writers raise OSError without an errno, naming it in the text only.
+    if e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e):
         return StorageFull(f"{doing}: no space left on the device{where}. Nothing partial is visible and the "
                            "previous version is intact; free some space and the run is retried.")
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):

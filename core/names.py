@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from core.errors import InvalidName
+
 # SQL identifiers (schemas, tables, columns): lower snake_case, within PostgreSQL's 63 bytes.
 IDENT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # Insight zones and datasets: they become parts of identifiers (``staging_<zone>``), so shorter.
@@ -32,7 +34,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 def check_ident(name: object, what: str = "identifier") -> str:
     if not isinstance(name, str) or not IDENT.match(name):
-        raise ValueError(f"invalid {what} name {name!r}: must match {IDENT.pattern}")
+        raise InvalidName(f"invalid {what} name {name!r}: must match {IDENT.pattern}")
     return name
 
 
@@ -64,5 +66,5 @@ def partition_key(file_name: str, sha256: str) -> str:
 def split_partition_key(key: str) -> tuple[str, str]:
     name, _, digest = key.rpartition("@")
     if not name or len(digest) != HASH_CHARS:
-        raise ValueError(f"{key!r} is not a landing partition key (<file>@<{HASH_CHARS} hex>)")
+        raise InvalidName(f"{key!r} is not a landing partition key (<file>@<{HASH_CHARS} hex>)")
     return name, digest

@@ -13,6 +13,8 @@ from functools import cache
 import polars as pl
 import pyarrow as pa
 
+from core.errors import ConfigError
+
 _DECIMAL = re.compile(r"^decimal\(\s*(\d{1,2})\s*,\s*(\d{1,2})\s*\)$")
 MAX_DECIMAL_PRECISION = 38  # Arrow's decimal128, Redshift and Spark
 
@@ -77,13 +79,13 @@ class ContractType:
 
 @cache
 def parse_type(declared: str) -> ContractType:
-    """``"decimal(12,2)"`` → ContractType; ValueError naming the allowed types otherwise."""
+    """``"decimal(12,2)"`` → ContractType; ConfigError (a ValueError) naming the allowed types otherwise."""
     if declared in _SIMPLE:
         return ContractType(declared)
     m = _DECIMAL.match(declared)
     if m:
         p, s = int(m.group(1)), int(m.group(2))
         if not 1 <= p <= MAX_DECIMAL_PRECISION or s > p:
-            raise ValueError(f"type {declared!r}: decimal(p,s) needs 1 <= p <= {MAX_DECIMAL_PRECISION} and s <= p")
+            raise ConfigError(f"type {declared!r}: decimal(p,s) needs 1 <= p <= {MAX_DECIMAL_PRECISION} and s <= p")
         return ContractType("decimal", p, s)
-    raise ValueError(f"unknown type {declared!r}; use one of {', '.join(_SIMPLE)} or decimal(p,s)")
+    raise ConfigError(f"unknown type {declared!r}; use one of {', '.join(_SIMPLE)} or decimal(p,s)")

@@ -31,7 +31,7 @@ def _worker_pid(instance: Any, run_id: str) -> tuple[int, float] | None:
         event = record.event_log_entry.dagster_event
         data = getattr(event, "engine_event_data", None) if event else None
         pid = data.metadata.get("pid") if data is not None and data.metadata else None
-        if pid is not None and "Started process for run" in (record.event_log_entry.user_message or ""):
+        if pid is not None and "Started process for run" in (event.message or ""):
             return int(pid.value), record.event_log_entry.timestamp
     return None
 

@@ -67,9 +67,10 @@ class DagsterDev:
     """``with DagsterDev(platform_home, dagster_home) as dev: dev.graphql(...)``."""
 
     def __init__(self, platform_home: Path, dagster_home: Path, port: int | None = None,
-                 log_path: Path | None = None):
+                 log_path: Path | None = None, extra_env: dict[str, str] | None = None):
         self.platform_home = Path(platform_home)
         self.dagster_home = Path(dagster_home)
+        self.extra_env = dict(extra_env or {})
         self.port = port or free_port()
         self.log_path = Path(log_path) if log_path else self.dagster_home / "dagster_dev.log"
         self.proc: subprocess.Popen | None = None
@@ -93,6 +94,7 @@ class DagsterDev:
             DAGSTER_DISABLE_TELEMETRY="1",
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.extra_env)
         env.pop("VIRTUAL_ENV", None)
         return env
 
@@ -167,6 +169,30 @@ class DagsterDev:
             if self._log:
                 self._log.close()
                 self._log = None
+
+    def processes(self) -> dict[int, str]:
+        """pid → command line of every live process of this dagster dev (its process group)."""
+        if self.proc is None:
+            return {}
+        pgid = self.proc.pid
+        return {p: _cmdline(p) for p in _pids() if _pgid_of(p) == pgid and not _is_zombie(p)}
+
+    def daemon_pid(self) -> int:
+        [pid] = [p for p, cmd in self.processes().items() if "dagster._daemon run" in cmd]
+        return pid
+
+    def kill_all(self) -> None:
+        """SIGKILL to every process of this dagster dev at once: a crash, not a shutdown."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            deadline = time.monotonic() + 15
+            while _group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        if self._log:
+            self._log.close()
+            self._log = None
 
     def __enter__(self) -> DagsterDev:
         self.start()
@@ -254,6 +280,54 @@ class DagsterDev:
                     err = err["cause"]
                 return f"{e['stepKey']}: {(err.get('message') or '').strip()}"
         return next((e["message"] for e in events if e["__typename"] == "RunFailureEvent"), "")
+
+    def run_messages(self, run_id: str, limit: int = 2000) -> list[tuple[str, str]]:
+        """(event type, message) of a run's events, in order (step failures with their error)."""
+        events = self.graphql(
+            """query L($id: ID!, $limit: Int) { logsForRun(runId: $id, limit: $limit) { ... on EventConnection {
+                 events { __typename ... on MessageEvent { message }
+                   ... on ExecutionStepFailureEvent { error { message cause { message } } }
+                   ... on ExecutionStepUpForRetryEvent { error { message cause { message } } } } } } }""",
+            {"id": run_id, "limit": limit},
+        )["logsForRun"].get("events", [])
+        out = []
+        for e in events:
+            text = e.get("message") or ""
+            err = e.get("error")
+            while err:
+                text += "\n" + (err.get("message") or "")
+                err = err.get("cause")
+            out.append((e["__typename"], text))
+        return out
+
+    def run_worker_pid(self, run_id: str) -> int | None:
+        for _, message in self.run_messages(run_id):
+            if message.startswith("Started process for run (pid: "):
+                return int(message.split("pid: ")[1].split(")")[0])
+        return None
+
+    def launch_partition(self, job_name: str, partition: str) -> str:
+        data = self.graphql(
+            """mutation M($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename
+                 ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+                 ... on RunConfigValidationInvalid { errors { message } } } }""",
+            {"p": {"selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": job_name},
+                   "runConfigData": {}, "executionMetadata": {"tags": [{"key": "dagster/partition",
+                                                                        "value": partition}]}}},
+        )["launchRun"]
+        if data["__typename"] != "LaunchRunSuccess":
+            raise GraphQLError(f"launchRun: {data}")
+        return data["run"]["runId"]
+
+    def reexecute(self, run_id: str) -> str:
+        data = self.graphql(
+            """mutation R($p: ReexecutionParams!) { launchRunReexecution(reexecutionParams: $p) { __typename
+                 ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
+            {"p": {"parentRunId": run_id, "strategy": "FROM_FAILURE"}},
+        )["launchRunReexecution"]
+        if data["__typename"] != "LaunchRunSuccess":
+            raise GraphQLError(f"launchRunReexecution: {data}")
+        return data["run"]["runId"]
 
     def sensor_ticks(self, sensor_name: str, limit: int = 10) -> list[dict]:
         data = self.graphql(

@@ -102,6 +102,7 @@ def ingest(
     name: str | None = None,
     instance: dg.DagsterInstance | None = None,
     extra_assets: list | None = None,
+    delivered_at_ns: int | None = None,
 ) -> Ingested:
     """Drop a file into ingress and materialise its landing + staging partition in process,
     as the sensor's run would. ``extra_assets`` are materialised in the same run (downstream)."""
@@ -116,8 +117,8 @@ def ingest(
         partition_key=key,
         instance=instance,
         resources={"platform": PlatformResource(environment="local", home=str(home))},
-        run_config=dg.RunConfig(ops={landing_op: LandingConfig(ingress_file=path.name,
-                                                               delivered_at_ns=path.stat().st_mtime_ns)}),
+        run_config=dg.RunConfig(ops={landing_op: LandingConfig(
+            ingress_file=path.name, delivered_at_ns=delivered_at_ns or path.stat().st_mtime_ns)}),
         raise_on_error=False,
     )
     return Ingested(result, key, path)

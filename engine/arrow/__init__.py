@@ -39,7 +39,7 @@ from checks.contract import CompiledContract, HeaderMatch
 from core.errors import FileRejected, IntegrityError
 from core.names import SOURCE_LINE
 from core.zones import CsvOptions
-from engine.arrow.records import HEADER_LIMIT, NeedsLineByLine, RecordScanner, line_by_line, read_header
+from engine.arrow.records import HEADER_LIMIT, NeedsLineByLine, RecordScanner, WholeCRLF, line_by_line, read_header
 from engine.arrow.stager import BackgroundWriter, Stager, check_header, quarantine_schema, staging_schema
 from engine.base import FileIO, StagingRequest, StagingResult
 
@@ -98,7 +98,7 @@ class _Pass:
         columns = self.contract.columns
         seen = 0
         try:
-            reader = pacsv.open_csv(scanner if scanner is not None else stream, read_options=read,
+            reader = pacsv.open_csv(WholeCRLF(scanner if scanner is not None else stream), read_options=read,
                                     parse_options=parse, convert_options=convert)
             for batch in reader:
                 if invalid or (scanner is not None and scanner.anomaly):

@@ -10,6 +10,9 @@ a line end, or doubled inside it). A file where that fails is really broken some
 
 Cost on the common path: a chunk without quotes (and without blank lines) is only counted
 (``bytes.count`` of line ends); only chunks with quotes are scanned with numpy.
+
+pyarrow reads through :class:`WholeCRLF`, which keeps a CRLF inside a quoted field from being
+split between two reads (pyarrow would drop its "\n").
 """
 
 from __future__ import annotations
@@ -36,6 +39,36 @@ BOM = codecs.BOM_UTF8
 
 class NeedsLineByLine(Exception):
     """The fast reading cannot be proven exact for this file (see RecordScanner.anomaly)."""
+
+
+class WholeCRLF:
+    """A read-through for pyarrow that never ends a read with "\r" (before the end of the stream):
+    trailing carriage returns are handed over at the start of the next read. pyarrow (apache/arrow
+    #51368, 26.0 included) drops the "\n" of a CRLF inside a quoted field when the "\r" ends one
+    read and the "\n" starts the next."""
+
+    def __init__(self, raw):
+        self._raw = raw
+        self._held = b""
+        self.closed = False
+
+    def read(self, n: int = -1) -> bytes:
+        out, self._held = self._held, b""
+        if n is None or n < 0:
+            return out + self._raw.read()
+        while True:
+            b = self._raw.read(max(n - len(out), 1))
+            out += b
+            if not b:
+                return out  # the end of the stream: what was held goes
+            keep = out.rstrip(b"\r")
+            if keep:
+                self._held = out[len(keep):]
+                return keep
+            # nothing but carriage returns so far (a broken file): read on
+
+    def close(self) -> None:  # the owner of the raw stream closes it
+        self.closed = True
 
 
 def decoder_name(opts: CsvOptions) -> str:
@@ -67,7 +100,7 @@ class RecordScanner:
         self.size = 0
         self.eof = False
         self._pending: tuple[int, int] | None = None  # (line, kind) of a quote check that needs the next bytes
-        self._first = True
+        self._lead: bytes | None = b""  # the file's first bytes while they may be a split BOM
         self._plain_tail: bytes | None = b""  # the last bytes, while the end is read in plain chunks
         self._lines: deque[np.ndarray] = deque()
         self._head = 0  # offset into _lines[0] already taken
@@ -85,9 +118,13 @@ class RecordScanner:
             return b
         self.size += len(b)
         chunk = b
-        if self._first:
-            self._first = False
-            chunk = b[len(BOM):] if b.startswith(BOM) else b
+        if self._lead is not None:  # the BOM is skipped, even when it comes in more than one read
+            chunk = self._lead + b
+            if len(chunk) < len(BOM) and BOM.startswith(chunk):
+                self._lead = chunk
+                return b
+            self._lead = None
+            chunk = chunk.removeprefix(BOM)
         if chunk:
             self._scan(chunk)
         return b
@@ -113,6 +150,8 @@ class RecordScanner:
                     self._lines.popleft()
                     self._head = 0
             self.taken += n
+        if not out:  # pyarrow returns empty batches for blocks of blank lines
+            return np.empty(0, dtype=np.int64)
         return out[0] if len(out) == 1 else np.concatenate(out)
 
     def proven(self, records_read: int) -> bool:
@@ -136,6 +175,9 @@ class RecordScanner:
         if self._pending is not None:
             self._resolve_pending(chunk)
         if not self.in_quotes and self._qb not in chunk:  # memchr: the common case costs a count
+            if self._plain_tail is None:  # the first plain chunk after a quoted one (which found its own
+                # blank lines): what precedes stands as b"x" (a record in progress) or b"x\n" (a record end)
+                self._plain_tail = b"x" if self.rec_state == 2 else b"x\n"
             self._scan_plain(chunk)
             self._plain_tail = chunk[-_TAIL:] if len(chunk) >= _TAIL else (self._plain_tail + chunk)[-_TAIL:]
         else:
@@ -207,9 +249,9 @@ class RecordScanner:
             if len(bad):
                 self._flag(self._line_at(nl, int(bad[0])), "a quote inside an unquoted field")
         if len(closing):
-            n = len(a)
-            nxt = np.where(closing + 1 < n, a[np.minimum(closing + 1, n - 1)], -1)
-            after = np.where(closing + 2 < n, a[np.minimum(closing + 2, n - 1)], -1)
+            n = len(a)  # bytes widened so that -1 (past the chunk's end) stays -1, not 255
+            nxt = np.where(closing + 1 < n, a[np.minimum(closing + 1, n - 1)].astype(np.int16), -1)
+            after = np.where(closing + 2 < n, a[np.minimum(closing + 2, n - 1)].astype(np.int16), -1)
             ok = (nxt == self._q) | (nxt == self._d) | (nxt == _NL) | ((nxt == _CR) & (after == _NL))
             pending = (nxt == -1) | ((nxt == _CR) & (after == -1))
             bad = closing[~ok & ~pending]
@@ -224,7 +266,10 @@ class RecordScanner:
         self._pending = None
         b0 = chunk[0]
         if kind == 1:  # the closing quote was the last byte: what follows it?
-            if b0 in (self._q, self._d, _NL) or (b0 == _CR and (len(chunk) < 2 or chunk[1] == _NL)):
+            if b0 in (self._q, self._d, _NL) or (b0 == _CR and len(chunk) > 1 and chunk[1] == _NL):
+                return
+            if chunk == b"\r":  # a line end, if the next byte is "\n"
+                self._pending = (line, 2)
                 return
         elif b0 == _NL:  # the quote was followed by "\r" at the chunk's end: a line end?
             return
@@ -233,6 +278,9 @@ class RecordScanner:
     def _finish(self) -> None:
         self.eof = True
         self._pending = None  # a quote closing the file's last field is fine
+        if self._lead:  # a file shorter than a BOM, starting as one
+            lead, self._lead = self._lead, None
+            self._scan(lead)
         if self.in_quotes:
             self._flag(self.rec_line, f"a quoted field opened on line {self.rec_line} is never closed")
             return
@@ -333,9 +381,10 @@ def line_by_line(stream: BinaryIO, opts: CsvOptions, n_fields: int, clean_out: B
     record.
 
     A record is read as RFC 4180 reads it: it may continue over several lines while a quoted
-    field is open. When it cannot be read (text after a closing quote, a quote never closed, the
-    wrong number of fields, bytes invalid in the encoding), only its first line is quarantined and
-    reading starts again on the next line, so one stray quote never costs the lines after it."""
+    field is open. When its quoting is broken (text after a closing quote, a quote never closed,
+    bytes invalid in the encoding), only its first line is quarantined and reading starts again on
+    the next line, so one stray quote never costs the lines after it. A well-formed record with the
+    wrong number of fields is quarantined whole (all its lines, as one record)."""
     window = _Window(stream)
     numbers: list[int] = []
     q, d = opts.quote_char, opts.delimiter
@@ -400,18 +449,21 @@ def line_by_line(stream: BinaryIO, opts: CsvOptions, n_fields: int, clean_out: B
         except _BadContinuation as e:
             problem = (f"the quoted field opened here continues onto line {e.line}, which holds bytes not valid "
                        f"{opts.encoding}")
-        if problem is None and len(record) != n_fields:
-            problem = f"expected {n_fields} fields, found {len(record)}"
-            if consumed > 1:
-                problem += f" (reading a quoted field over lines {no}-{no + consumed - 1})"
-        if problem is None:
-            pieces = [text] + [window.get(k).decode(opts.encoding) for k in range(1, consumed)]  # type: ignore[union-attr]
-            whole = "".join(pieces)
-            whole = whole.removesuffix("\n").removesuffix("\r")
-            clean_out.write(whole.encode("utf-8") + b"\n")
-            numbers.append(no)
-            window.drop(consumed)
-        else:
+        if problem is not None:
+            # The quoting itself is broken: only this line is known to be bad; the next ones are
+            # read again on their own.
             quarantine(no, "structure", problem, body)
             window.drop(1)
+            continue
+        pieces = [text] + [window.get(k).decode(opts.encoding) for k in range(1, consumed)]  # type: ignore[union-attr]
+        whole = "".join(pieces).removesuffix("\n").removesuffix("\r")
+        if len(record) != n_fields:
+            # A well-formed record (over several lines, if a quoted field holds line breaks) with
+            # the wrong number of fields is still one record: quarantined whole, never in pieces.
+            span = f" (a record over lines {no}-{no + consumed - 1})" if consumed > 1 else ""
+            quarantine(no, "structure", f"expected {n_fields} fields, found {len(record)}{span}", whole)
+        else:
+            clean_out.write(whole.encode("utf-8") + b"\n")
+            numbers.append(no)
+        window.drop(consumed)
     return np.asarray(numbers, dtype=np.int64)

@@ -3,10 +3,11 @@ the latter and write both to Parquet.
 
 A batch arrives as the raw text of every contract column (Arrow) with each record's line. Numeric
 columns are cast by Arrow (C++, zero-copy into polars); only when that fails for a batch (a bad
-value, surrounding spaces) does the column go through the polars parse chain, which decides value
-by value. One parallel polars pass then evaluates every rule; clean rows go to the staging writer
-(on a background thread), flagged rows are gathered and explained by pandera in chunks (failure
-cases per rule) and written to quarantine with their original text.
+value, surrounding spaces), or an integer column's text holds an ``x`` (Arrow would read hex), does
+the column go through the polars parse chain, which decides value by value. One parallel polars
+pass then evaluates every rule; clean rows go to the staging writer (on a background thread),
+flagged rows are gathered and explained by pandera in chunks (failure cases per rule) and written
+to quarantine with their original text.
 """
 
 from __future__ import annotations
@@ -102,6 +103,17 @@ def quarantine_schema(contract: CompiledContract) -> pa_arrow.Schema:
     return pl.DataFrame(schema=cols).to_arrow().schema
 
 
+def _may_hold_hex(column: pa_arrow.Array) -> bool:
+    """Whether a text column's bytes hold an ``x`` or ``X``: Arrow's integer cast reads ``0x1F`` as 31,
+    and ``0xFFFF`` into int16 as -1, where the contract sees no integer (two memchr passes, ~1% of
+    the cast)."""
+    data = column.buffers()[2]
+    if data is None:
+        return False
+    text = data.to_pybytes()
+    return b"x" in text or b"X" in text
+
+
 def _compact(df: pl.DataFrame) -> pl.DataFrame:
     """A copy with its own buffers. A gathered string column shares the text buffers of the whole
     batch it came from, so keeping a few bad rows would otherwise keep every batch in memory."""
@@ -121,6 +133,7 @@ class Stager:
         spec = contract.spec.columns
         self.typed_columns = [c for c in contract.columns if spec[c].type != "string"]
         self.arrow_casts = {c: spec[c].contract_type.arrow() for c in contract.columns if spec[c].type in ARROW_CASTS}
+        self.integers = {c for c in contract.columns if spec[c].contract_type.is_integer}
         # Does a row fail any rule? One expression, evaluated in one parallel pass per batch. The
         # `finite` rules are left out of it: a float column's sum is finite exactly when none of its
         # values is NaN or infinite, and one sum is far cheaper than a test per value.
@@ -130,8 +143,10 @@ class Stager:
         self.flagged: list[tuple[pl.DataFrame, pl.DataFrame, np.ndarray]] = []
         self.flagged_rows = 0
         self.pii_columns = [c for c, col in spec.items() if col.pii]
-        # A rule over PII columns must not print their values either.
+        # A rule over PII columns must not print their values either, nor a unique key that holds one.
         self.pii_columns += [r.label for r in contract.row_rules if set(r.columns) & set(self.pii_columns)]
+        if set(contract.spec.unique_key) & set(self.pii_columns):
+            self.pii_columns.append(", ".join(contract.spec.unique_key))
 
     # -- batches ------------------------------------------------------------------------------
     def process(self, raw_batch: pa_arrow.RecordBatch, lines: np.ndarray) -> None:
@@ -228,8 +243,11 @@ class Stager:
         the text of the columns parsed by polars."""
         arrow_typed: dict[str, pa_arrow.Array] = {}
         for c, arrow_type in self.arrow_casts.items():
+            column = raw_batch.column(c)
+            if c in self.integers and _may_hold_hex(column):
+                continue  # polars decides, value by value: 0x1F is no integer
             with contextlib.suppress(pa_arrow.ArrowInvalid, pa_arrow.ArrowNotImplementedError):
-                arrow_typed[c] = pc.cast(raw_batch.column(c), arrow_type)
+                arrow_typed[c] = pc.cast(column, arrow_type)
         by_polars = [c for c in self.contract.columns if c not in arrow_typed]
         raw = pl.from_arrow(raw_batch.select(by_polars)) if by_polars else pl.DataFrame()
         assert isinstance(raw, pl.DataFrame)

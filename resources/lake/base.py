@@ -22,6 +22,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from core.errors import InvalidName
+
 TMP_DIR = "_tmp"  # in-progress writes, under each zone's root; never read by anyone
 CHUNK = 1 << 20
 
@@ -114,7 +116,7 @@ class Lake:
             if uri == root or uri.startswith(root.rstrip("/") + "/"):
                 rest = uri[len(root.rstrip("/")) + 1:]
                 return store, tuple(p for p in rest.split("/") if p)
-        raise ValueError(f"{uri} is in no lake zone ({', '.join(s.uri() for s in self.zones.values())})")
+        raise InvalidName(f"{uri} is in no lake zone ({', '.join(s.uri() for s in self.zones.values())})")
 
     def open_input(self, uri: str) -> BinaryIO:
         store, parts = self._locate(uri)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from core.errors import InvalidName, TerminalError
 from resources.lake.base import TMP_DIR, FileInfo, FileStore
 
 
@@ -28,7 +29,7 @@ class LocalStore(FileStore):
     def _path(self, *parts: str) -> Path:
         for p in parts:
             if not p or p in (".", "..") or "/" in p or "\0" in p:
-                raise ValueError(f"invalid path part {p!r}")
+                raise InvalidName(f"invalid path part {p!r}")
         return self.root.joinpath(*parts)
 
     def uri(self, *parts: str) -> str:
@@ -126,4 +127,4 @@ class LocalStore(FileStore):
                 continue
             os.remove(source)
             return (*folder, name)
-        raise FileExistsError(f"no free name for {src[-1]} in {target_dir}")
+        raise TerminalError(f"no free name for {src[-1]} in {target_dir}: clear out {target_dir}")
