@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 TLC_HEADER = [
@@ -28,28 +29,112 @@ def _fmt_ts(seconds: np.ndarray) -> pa.Array:
 
 
 def trips(path: Path, rows: int, seed: int = 7, error_rate: float = 0.001,
-          month: dt.date = dt.date(2024, 3, 1)) -> Path:
+          month: dt.date = dt.date(2024, 3, 1), *, note_rate: float | None = None, duplicate_rate: float = 0.0,
+          counts: dict[str, int] | None = None) -> Path:
     """A TLC yellow-trips file of ``rows`` rows (current schema, ISO timestamps).
 
     ``error_rate`` of the rows carry one realistic fault: dropoff before pickup, an unknown
-    zone id, a negative distance, or an unparseable timestamp."""
+    zone id, a negative distance, or an unparseable timestamp.
+
+    Variants, off by default (their draws come from generators of their own, so the trips drawn
+    for a seed are the same with or without them):
+
+    - ``note_rate``: a last column, ``trip_note``, where that share of records hold a quoted note
+      over two or three lines (LF or CRLF inside the quotes, some with a comma or doubled quotes);
+      a tenth of the records hold a short plain word, the others nothing. The file then has more
+      lines than records.
+    - ``duplicate_rate``: that share of rows are replaced by a copy of an earlier row (of the same
+      chunk of 500,000 rows): a line exported twice.
+
+    ``counts``, when given, receives what was planted: ``multiline_notes``, ``duplicated_rows`` and
+    ``duplicated_clean_rows`` (copies of a row without a planted fault: what a unique key over the
+    staged rows finds, when no two drawn trips collide on it)."""
     rng = np.random.default_rng(seed)
+    note_rng = np.random.default_rng([seed, 1])
+    dup_rng = np.random.default_rng([seed, 2])
+    planted = {"multiline_notes": 0, "duplicated_rows": 0, "duplicated_clean_rows": 0}
     start = int(dt.datetime(month.year, month.month, 1, tzinfo=dt.UTC).timestamp())
     path.parent.mkdir(parents=True, exist_ok=True)
-    with pacsv.CSVWriter(str(path), _tlc_schema(), write_options=pacsv.WriteOptions(quoting_style="none")) as w:
-        done = 0
-        while done < rows:
-            n = min(CHUNK, rows - done)
-            w.write_table(_trip_chunk(rng, n, start, error_rate))
-            done += n
+    if note_rate is None:
+        with pacsv.CSVWriter(str(path), _tlc_schema(), write_options=pacsv.WriteOptions(quoting_style="none")) as w:
+            for n in _chunks(rows):
+                w.write_table(_duplicate_rows(dup_rng, *_trip_chunk(rng, n, start, error_rate), duplicate_rate,
+                                              planted))
+    else:
+        # Quoted values with line breaks: Arrow's writer would quote every text column ("needed")
+        # or refuse them ("none"), so the lines are joined here, the note already quoted.
+        with open(path, "wb") as f:
+            f.write((",".join(f'"{h}"' for h in [*TLC_HEADER, "trip_note"]) + "\n").encode())
+            for n in _chunks(rows):
+                table = _duplicate_rows(dup_rng, *_trip_chunk(rng, n, start, error_rate), duplicate_rate, planted)
+                notes = _notes(note_rng, n, note_rate, planted)
+                joined = pc.binary_join_element_wise(*table.columns, notes, ",")
+                for chunk in pc.binary_join_element_wise(joined, "", "\n").chunks:  # each line + "\n"
+                    f.write(_text_bytes(chunk))
+    if counts is not None:
+        counts.update(planted)
     return path
+
+
+def _text_bytes(array: pa.Array) -> memoryview:
+    """The text of a string array without nulls, its values one after the other (no copy)."""
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64 if pa.types.is_large_string(array.type) else np.int32)
+    return memoryview(array.buffers()[2])[offsets[array.offset]: offsets[array.offset + len(array)]]
+
+
+def _chunks(rows: int) -> list[int]:
+    return [min(CHUNK, rows - done) for done in range(0, rows, CHUNK)]
+
+
+# Notes as written in the file (quoted, doubled quotes inside): LF, CRLF, or both.
+MULTILINE_NOTES = (
+    '"Lost property: umbrella\nreturned to the driver"',
+    '"Passenger asked for a receipt\r\nsent by email"',
+    '"Detour, road closed\non 5th Ave"',
+    '"Flight ""AA 100"" delayed\r\nwaited 20 min"',
+    '"Cleaning fee\nsee photo\r\nref 2231"',
+)
+PLAIN_NOTES = ("ok", "airport", "receipt", "detour", "cash")
+PLAIN_NOTE_SHARE = 0.1
+
+
+def _notes(rng: np.random.Generator, n: int, note_rate: float, planted: dict[str, int]) -> pa.Array:
+    u = rng.random(n)
+    multiline = u < note_rate
+    plain = ~multiline & (u < note_rate + PLAIN_NOTE_SHARE)
+    code = np.full(n, len(MULTILINE_NOTES) + len(PLAIN_NOTES))  # the last choice: empty
+    code[multiline] = rng.integers(0, len(MULTILINE_NOTES), int(multiline.sum()))
+    code[plain] = len(MULTILINE_NOTES) + rng.integers(0, len(PLAIN_NOTES), int(plain.sum()))
+    planted["multiline_notes"] += int(multiline.sum())
+    return pa.array([*MULTILINE_NOTES, *PLAIN_NOTES, ""]).take(pa.array(code))
+
+
+def _duplicate_rows(rng: np.random.Generator, table: pa.Table, faulty: np.ndarray, rate: float,
+                    planted: dict[str, int]) -> pa.Table:
+    """``rate`` of the rows replaced by a copy of an earlier original row of the chunk."""
+    if not rate:
+        return table
+    n = table.num_rows
+    copy = rng.random(n) < rate
+    originals = np.flatnonzero(~copy)
+    at = np.flatnonzero(copy)
+    before = np.searchsorted(originals, at)  # originals preceding each copy
+    at, before = at[before > 0], before[before > 0]
+    source = originals[(rng.random(len(at)) * before).astype(np.int64)]
+    take = np.arange(n)
+    take[at] = source
+    planted["duplicated_rows"] += len(at)
+    planted["duplicated_clean_rows"] += int(np.count_nonzero(~np.isin(source, faulty)))
+    return table.take(pa.array(take))
 
 
 def _tlc_schema() -> pa.Schema:
     return pa.schema([(h, pa.string()) for h in TLC_HEADER])
 
 
-def _trip_chunk(rng: np.random.Generator, n: int, start: int, error_rate: float) -> pa.Table:
+def _trip_chunk(rng: np.random.Generator, n: int, start: int, error_rate: float
+                ) -> tuple[pa.Table, np.ndarray]:
+    """One chunk of trips, and the positions of its rows with a planted fault."""
     pickup = start + rng.integers(0, 28 * 86400, n)
     duration = rng.gamma(2.0, 420.0, n).astype(np.int64) + 30
     dropoff = pickup + duration
@@ -92,7 +177,7 @@ def _trip_chunk(rng: np.random.Generator, n: int, start: int, error_rate: float)
         pu_s, s(do), s(payment), s(fare), s(extra), pa.array(["0.5"] * n), s(tip), s(tolls),
         pa.array(["1.0"] * n), s(total), s(congestion),
     ]
-    return pa.table(cols, schema=_tlc_schema())
+    return pa.table(cols, schema=_tlc_schema()), faulty
 
 
 # ---------------------------------------------------------------------------------------------

@@ -253,3 +253,35 @@ def test_materialize_all_with_no_data_at_all_fails_before_dbt_runs(short_home: P
     assert any("staging/mobility/yellow_trips" in f and "staging/finance/expense_reports" in f for f in failures), \
         failures
     assert not (short_home / "dbt" / "runs").exists()
+
+
+def test_a_user_holding_the_warehouse_is_a_transient_failure_naming_the_file(
+    short_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DuckDB session that holds warehouse.duckdb open for writing makes dbt fail to start; that
+    is infrastructure, not a broken model: the step fails as transient (retried by its policy),
+    naming the file, the process that holds it and what to close."""
+    import duckdb
+
+    import assets.dbt
+
+    monkeypatch.setattr(assets.dbt, "RETRY", dg.RetryPolicy(max_retries=0))  # see one attempt's failure
+    dbt_models = assets.dbt.build_dbt_assets()
+    with dg.instance_for_test() as instance:
+        assert ingest(short_home, "mobility__taxi_zones", SAMPLES / "mobility/taxi_zones/taxi_zone_lookup.csv",
+                      instance=instance).success
+        user = duckdb.connect(str(short_home / "warehouse.duckdb"))
+        try:
+            result = dg.materialize([dbt_models], instance=instance, raise_on_error=False,
+                                    selection=["ods/mobility/stg_mobility__taxi_zones"],
+                                    resources={"platform": PlatformResource(environment="local", home=str(short_home))})
+        finally:
+            user.close()
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
+    assert failure.user_failure_data.metadata["error_kind"].value == "transient"
+    message, err = "", failure.error
+    while err is not None:  # "Exceeded max_retries of 0", caused by the step's own failure
+        message, err = message + err.message, err.cause
+    assert f"the warehouse {short_home / 'warehouse.duckdb'} is locked by process {os.getpid()}" in message, message
+    assert "Close that DuckDB session" in message

@@ -16,6 +16,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +34,7 @@ from resources.serving import (
     SchemaChangeError,
     ServingDatabase,
     ServingError,
+    ServingUnavailable,
     normalize_type,
     stop_local,
 )
@@ -425,6 +428,46 @@ def test_an_export_fails_rather_than_waits_behind_a_lock(schema: str, db: Servin
             export(impatient, schema, daily([1, 2], extra=pa.array([1, 2])), {**TYPES, "extra": "integer"})
         reader.rollback()
     assert "extra" not in column_types(db, schema)
+
+
+def test_a_server_stopped_mid_export_leaves_the_table_as_it_was_and_the_next_export_succeeds() -> None:
+    """The export is inside its transaction (blocked behind a lock) when the server stops: its
+    retries find no server, it fails saying so after a bounded wait, the table is exactly the
+    previous version when the server is back, and the next export goes through."""
+    home = new_home()
+    db = ServingDatabase.local(home)
+    patient = ServingDatabase(db.dsn_for_humans(),
+                              retry_delays_s=(0.2, 0.4, 0.8))
+    export(db, "outage", daily([1, 2]))
+    before = rows_of(db, "outage")
+    outcome: dict[str, BaseException | ExportResult] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = export(patient, "outage", daily([1, 2, 3], trips=[7, 8, 9]))
+        except BaseException as e:
+            outcome["result"] = e
+
+    with db.connect() as holder, holder.cursor() as cur:
+        cur.execute('LOCK TABLE "outage"."daily" IN ACCESS EXCLUSIVE MODE')
+        worker = threading.Thread(target=run)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not query(db, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")[0][0]:
+            assert time.monotonic() < deadline, "the export never got to wait inside its transaction"
+            time.sleep(0.1)
+        started = time.monotonic()
+        assert stop_local(home)
+        worker.join(timeout=60)
+    failure = outcome["result"]
+    assert isinstance(failure, ServingUnavailable), failure
+    assert "the serving database was unavailable on 4 attempts" in str(failure)
+    assert "the served table is unchanged" in str(failure)
+    assert failure.retryable and time.monotonic() - started < 30
+    db = ServingDatabase.local(home)  # the server is back (the step's retry starts it the same way)
+    assert rows_of(db, "outage") == before
+    assert export(db, "outage", daily([1, 2, 3], trips=[7, 8, 9])).rows == 3
+    assert stop_local(home)
 
 
 def test_the_dsn_is_never_shown() -> None:

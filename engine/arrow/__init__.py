@@ -126,15 +126,34 @@ class _Pass:
 
 
 def _duplicates(io_: FileIO, staged_uri: str, keys: list[str]) -> pl.DataFrame:
-    """Staged rows whose key was staged before from an earlier line: (line, first line, key text)."""
+    """Staged rows whose key was staged before from an earlier line: (line, first line, key text).
+
+    Memory stays small whatever the file: one pass over the staged key columns, a row group at a
+    time, keeps a 64-bit hash of each key (8 bytes a row); only the rows whose hash repeats are
+    read again and compared by their values, so a hash collision never quarantines a row."""
+    key_hash = pl.struct(keys).hash(seed=0x5EED)
+    complete = pl.all_horizontal(pl.col(keys).is_not_null())  # an incomplete key is no key
+    hashes: list[pl.Series] = []
     with io_.open_input(staged_uri) as f:
-        df = pl.from_arrow(pq.read_table(f, columns=[*keys, SOURCE_LINE]))
-    assert isinstance(df, pl.DataFrame)
-    complete = df.filter(pl.all_horizontal(pl.col(keys).is_not_null()))  # an incomplete key is no key
-    first = pl.struct(keys).is_first_distinct()
-    flagged = complete.with_columns(first.alias("_first"))
-    if flagged["_first"].all():
-        return pl.DataFrame(schema={"line": pl.Int64, "first_line": pl.Int64, "key": pl.String})
+        source = pq.ParquetFile(f)
+        for i in range(source.num_row_groups):
+            part = pl.from_arrow(source.read_row_group(i, columns=keys))
+            assert isinstance(part, pl.DataFrame)
+            hashes.append(part.select(pl.when(complete).then(key_hash)).to_series())
+        every = pl.concat(hashes) if hashes else pl.Series(dtype=pl.UInt64)
+        repeated = (every.is_duplicated() & every.is_not_null()).to_numpy()
+        if not repeated.any():
+            return pl.DataFrame(schema={"line": pl.Int64, "first_line": pl.Int64, "key": pl.String})
+        candidates, offset = [], 0
+        for i in range(source.num_row_groups):
+            group = source.read_row_group(i, columns=[*keys, SOURCE_LINE])
+            mask = repeated[offset: offset + group.num_rows]
+            offset += group.num_rows
+            if mask.any():
+                part = pl.from_arrow(group.filter(pa.array(mask)))
+                assert isinstance(part, pl.DataFrame)
+                candidates.append(part)
+    flagged = pl.concat(candidates).with_columns(pl.struct(keys).is_first_distinct().alias("_first"))
     firsts = flagged.filter("_first").select(*keys, pl.col(SOURCE_LINE).alias("first_line"))
     dups = flagged.filter(~pl.col("_first")).join(firsts, on=keys, how="left")
     key_text = pl.concat_str([pl.col(k).cast(pl.String) for k in keys], separator="|")
@@ -142,14 +161,16 @@ def _duplicates(io_: FileIO, staged_uri: str, keys: list[str]) -> pl.DataFrame:
 
 
 def _drop_lines(io_: FileIO, src_uri: str, dst_uri: str, lines: np.ndarray) -> None:
-    """Copy a staged Parquet file without the rows of ``lines``, one row group at a time."""
-    drop = pa.array(lines, type=pa.int64())
+    """Copy a staged Parquet file without the rows of ``lines`` (sorted), one row group at a time."""
     with io_.open_input(src_uri) as f:
         source = pq.ParquetFile(f)
         with io_.open_output(dst_uri) as out, pq.ParquetWriter(out, source.schema_arrow) as w:
-            for batch in source.iter_batches():
-                keep = pc.invert(pc.is_in(batch.column(SOURCE_LINE), value_set=drop))
-                w.write_batch(batch.filter(keep))
+            for i in range(source.num_row_groups):
+                group = source.read_row_group(i)
+                at = group.column(SOURCE_LINE).to_numpy()
+                hit = np.searchsorted(lines, at)
+                drop = (hit < len(lines)) & (lines[np.minimum(hit, len(lines) - 1)] == at)
+                w.write_table(group.filter(pa.array(~drop)) if drop.any() else group)
 
 
 class ArrowEngine:
