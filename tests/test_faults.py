@@ -194,7 +194,8 @@ def test_serving_database_stopped_mid_export_is_retried_and_two_runs_never_share
         name = "yellow_tripdata_2019-06_sample.csv"
         drop_file(home / "ingress" / "/".join(TRIPS_DIR), name, SAMPLES / "mobility" / "yellow_trips" / name)
         name = "expenses_2026-11-16.csv"  # the finance models want the warehouse at the same time
-        drop_file(home / "ingress" / "finance" / "expense_reports", name, SAMPLES / "finance" / "expense_reports" / name)
+        finance = home / "ingress" / "finance" / "expense_reports"
+        drop_file(finance, name, SAMPLES / "finance" / "expense_reports" / name)
         wait_until(lambda: materializations(dev, served), timeout_s=400, interval_s=3, what="served by automation")
         wait_until(lambda: all(r["status"] in TERMINAL for r in automation_runs(dev)) and
                    not any(r["status"] not in TERMINAL for r in dev.runs()), timeout_s=300, interval_s=3,
