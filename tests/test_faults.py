@@ -124,7 +124,7 @@ def test_a_run_process_killed_mid_write_is_found_retried_and_stages_the_file_onc
 
 
 def test_dagster_dev_killed_with_runs_queued_and_in_progress_loses_nothing_after_a_restart(base: Path) -> None:
-    rows = 200_000
+    rows = 300_000
     files = [generated(base, rows, seed, f"yellow_tripdata_2024-0{seed}.csv") for seed in range(1, 5)]
     dev = started(DagsterDev(base / "h", base / "d"))
     try:
@@ -132,12 +132,10 @@ def test_dagster_dev_killed_with_runs_queued_and_in_progress_loses_nothing_after
             drop_file(dev.platform_home / "ingress" / "/".join(TRIPS_DIR), f.name, f)
 
         def mid_flight() -> bool:
-            # Runs in progress (their process reported) and runs queued; none half-launched, which only
-            # the start timeout (a minute) would find.
             statuses = [r["status"] for r in dev.runs() if r["jobName"].startswith("ingest__")]
-            return "STARTED" in statuses and "QUEUED" in statuses and not {"STARTING", "NOT_STARTED"} & set(statuses)
+            return "STARTED" in statuses and "QUEUED" in statuses
 
-        wait_until(mid_flight, timeout_s=120, interval_s=0.2, what="runs queued and in progress")
+        wait_until(mid_flight, timeout_s=120, interval_s=0.1, what="runs queued and in progress")
         os.kill(dev.daemon_pid(), signal.SIGKILL)
         dev.kill_all()  # and everything else of it, run workers included: a crash, not a shutdown
     except BaseException:
@@ -147,9 +145,9 @@ def test_dagster_dev_killed_with_runs_queued_and_in_progress_loses_nothing_after
     # The storage says what the crash left behind (read without a server).
     with dg.DagsterInstance.from_config(str(base / "d")) as instance:
         left = {r.run_id: r.status.value for r in instance.get_runs() if r.job_name.startswith("ingest__")}
-    interrupted = [run_id for run_id, status in left.items() if status == "STARTED"]
+    interrupted = {run_id: status for run_id, status in left.items() if status in ("STARTED", "STARTING")}
     print(f"\n[fault] the crash left {sorted(left.values())}")
-    assert interrupted and "QUEUED" in left.values()
+    assert "STARTED" in interrupted.values() and "QUEUED" in left.values()
     dev = started(DagsterDev(base / "h", base / "d"))
     try:
 
@@ -161,10 +159,11 @@ def test_dagster_dev_killed_with_runs_queued_and_in_progress_loses_nothing_after
         for f in files:
             assert records_of(dev.platform_home, f.name) == (rows, rows), f.name
             assert [r["status"] for r in ingest_runs(dev, f.name)].count("SUCCESS") == 1, f.name
-        for run_id in interrupted:
-            # Run monitoring found the dead run (the local launcher's health check) and run retries ran it again.
+        for run_id, status in interrupted.items():
+            # Run monitoring found the dead run and run retries ran it again: a started run by the local
+            # launcher's health check (its process is gone), a half-launched one by the start timeout.
             detail = "\n".join(m for _, m in dev.run_messages(run_id))
-            assert "is gone" in detail, detail[-2000:]
+            assert ("is gone" if status == "STARTED" else "seconds to start") in detail, (status, detail[-2000:])
             assert retry_of(dev, run_id) is not None
         assert tmp_leftovers(dev.platform_home) == []
     finally:

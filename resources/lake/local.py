@@ -58,6 +58,8 @@ class LocalStore(FileStore):
     def walk(self, *parts: str, limit: int) -> Iterator[FileInfo]:
         base = self._path(*parts)
         count = 0
+        if limit <= 0:
+            return
         for dirpath, _dirs, files in os.walk(base):
             rel = Path(dirpath).relative_to(base).parts
             for name in files:
