@@ -133,17 +133,26 @@ def _duplicates(io_: FileIO, staged_uri: str, keys: list[str]) -> pl.DataFrame:
     read again and compared by their values, so a hash collision never quarantines a row."""
     key_hash = pl.struct(keys).hash(seed=0x5EED)
     complete = pl.all_horizontal(pl.col(keys).is_not_null())  # an incomplete key is no key
-    hashes: list[pl.Series] = []
     with io_.open_input(staged_uri) as f:
         source = pq.ParquetFile(f)
+        rows = source.metadata.num_rows
+        hashes = np.empty(rows, dtype=np.uint64)
+        keyed = np.empty(rows, dtype=bool)
+        offset = 0
         for i in range(source.num_row_groups):
             part = pl.from_arrow(source.read_row_group(i, columns=keys))
             assert isinstance(part, pl.DataFrame)
-            hashes.append(part.select(pl.when(complete).then(key_hash)).to_series())
-        every = pl.concat(hashes) if hashes else pl.Series(dtype=pl.UInt64)
-        repeated = (every.is_duplicated() & every.is_not_null()).to_numpy()
-        if not repeated.any():
+            got = part.select(key_hash.alias("h"), complete.alias("k"))
+            hashes[offset: offset + part.height] = got["h"].to_numpy()
+            keyed[offset: offset + part.height] = got["k"].to_numpy()
+            offset += part.height
+        # Sorting the hashes finds the repeated ones: 16 bytes a row, no hash table.
+        ordered = np.sort(hashes[keyed])
+        twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+        del ordered
+        if not len(twice):
             return pl.DataFrame(schema={"line": pl.Int64, "first_line": pl.Int64, "key": pl.String})
+        repeated = keyed & np.isin(hashes, twice)
         candidates, offset = [], 0
         for i in range(source.num_row_groups):
             group = source.read_row_group(i, columns=[*keys, SOURCE_LINE])
