@@ -1,16 +1,19 @@
 """Declarative automation under a real ``dagster dev``: a published staging partition leads, with
-no one clicking, to the dbt (ods, analytics) and serving assets; a partition that fails its
-blocking check leads to nothing."""
+no one clicking, to the dbt (ods, analytics) and serving assets; runs that touch the warehouse
+never overlap; an export cut off by the serving PostgreSQL stopping is retried and lands whole;
+a partition that fails its blocking check leads to nothing."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import duckdb
+import psycopg2
 import pytest
-from dagster_dev import DagsterDev, drop_file, wait_until
+from dagster_dev import TERMINAL, DagsterDev, drop_file, wait_until
 
-from resources.serving import ServingDatabase
+from resources.serving import ServingDatabase, stop_local
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "mobility"
 
@@ -29,6 +32,21 @@ def materialized(dev: DagsterDev, key: list[str]) -> int:
         {"k": {"path": key}},
     )["assetOrError"]
     return len(data.get("assetMaterializations") or [])
+
+
+def latest_materialization_run(dev: DagsterDev, key: list[str]) -> str:
+    data = dev.graphql(
+        """query M($k: AssetKeyInput!) { assetOrError(assetKey: $k) {
+             ... on Asset { assetMaterializations(limit: 1) { runId } } } }""",
+        {"k": {"path": key}},
+    )["assetOrError"]
+    return data["assetMaterializations"][0]["runId"]
+
+
+def query_pg(db: ServingDatabase, sql: str) -> list[tuple]:
+    with db.connect() as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchall()
 
 
 def column_lineage(dev: DagsterDev, key: list[str]) -> dict[str, set[str]]:
@@ -52,6 +70,9 @@ def test_published_partitions_flow_to_serving_and_failed_ones_do_not(dev: Dagste
     drop_file(ingress / "taxi_zones", "taxi_zone_lookup.csv", SAMPLES / "taxi_zones" / "taxi_zone_lookup.csv")
     drop_file(ingress / "yellow_trips", "yellow_tripdata_2019-06_sample.csv",
               SAMPLES / "yellow_trips" / "yellow_tripdata_2019-06_sample.csv")
+    # The finance models want the warehouse at the same time as the mobility ones.
+    drop_file(dev.platform_home / "ingress" / "finance" / "expense_reports", "expenses_2026-11-16.csv",
+              SAMPLES.parent / "finance" / "expense_reports" / "expenses_2026-11-16.csv")
     start = time.monotonic()
     served = ["serving", "mobility", "daily_trips_by_borough"]
     wait_until(lambda: materialized(dev, served) > 0, timeout_s=300, interval_s=3,
@@ -68,6 +89,49 @@ def test_published_partitions_flow_to_serving_and_failed_ones_do_not(dev: Dagste
     assert column_lineage(dev, served)["total_revenue"] == {"analytics/mobility/daily_trips_by_borough.total_revenue"}
     assert column_lineage(dev, ["analytics", "mobility", "daily_trips_by_borough"])["total_revenue"] == {
         "ods/mobility/trips.total_amount"}
+    wait_until(lambda: materialized(dev, ["serving", "finance", "monthly_spend_by_cost_centre"]) > 0 and
+               all(r["status"] in TERMINAL for r in dev.runs()), timeout_s=300, interval_s=3, what="every run done")
+
+    # The warehouse: runs that touch it (dbt, serving) share one pool slot, so they never overlap.
+    runs = sorted(automation_runs(dev), key=lambda r: r["startTime"] or 0)
+    print(f"[e2e] {len(runs)} automation runs: {[r['status'] for r in runs]}")
+    assert len(runs) >= 2 and all(r["status"] == "SUCCESS" for r in runs), runs
+    for a, b in zip(runs, runs[1:], strict=False):
+        assert a["endTime"] <= b["startTime"], f"{a['runId']} and {b['runId']} overlapped on the warehouse"
+    for r in runs:
+        assert not any("Conflicting lock" in m for _, m in dev.run_messages(r["runId"])), r["runId"]
+
+    # The serving database goes away while an export is inside its transaction (held behind a lock).
+    before = sorted(query_pg(db, "select * from mobility.daily_trips_by_borough"))
+    served_before = materialized(dev, served)
+    with db.connect() as holder, holder.cursor() as cur:
+        cur.execute("LOCK TABLE mobility.daily_trips_by_borough IN ACCESS EXCLUSIVE MODE")
+        drop_file(ingress / "yellow_trips", "yellow_tripdata_2024-02_sample.csv",
+                  (SAMPLES / "yellow_trips" / "yellow_tripdata_2019-06_sample.csv").read_bytes()
+                  .replace(b"2019-06-", b"2024-02-"))
+        wait_until(lambda: query_pg(db, "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                                        "and application_name = 'lake-platform'")[0][0] > 0,
+                   timeout_s=300, interval_s=1, what="an export waiting inside its transaction")
+        assert stop_local(dev.platform_home)  # fast shutdown: every session is cut, the export's too
+        print("[e2e] stopped the serving PostgreSQL during an export")
+        with pytest.raises(psycopg2.Error):
+            holder.commit()
+    wait_until(lambda: materialized(dev, served) > served_before and
+               all(r["status"] in TERMINAL for r in automation_runs(dev)), timeout_s=300, interval_s=2,
+               what="served again after the outage")
+    run_id = latest_materialization_run(dev, served)
+    retried = [m for kind, m in dev.run_messages(run_id) if kind == "ExecutionStepUpForRetryEvent"]
+    assert any("the serving database was unavailable on 5 attempts" in m and "the served table is unchanged" in m
+               for m in retried), retried
+    assert next(r for r in dev.runs() if r["runId"] == run_id)["status"] == "SUCCESS"
+    # The served table is the new mart, whole: the interrupted export changed nothing, the retry all.
+    db = ServingDatabase.local(dev.platform_home)
+    con = duckdb.connect(str(dev.platform_home / "warehouse.duckdb"), read_only=True)
+    try:
+        mart = sorted(con.execute("select * from analytics_mobility.daily_trips_by_borough").fetchall())
+    finally:
+        con.close()
+    assert sorted(query_pg(db, "select * from mobility.daily_trips_by_borough")) == mart != before
 
     # A reference file that fails its blocking contract check: nothing downstream may run for it.
     settled = len(automation_runs(dev))

@@ -5,8 +5,8 @@ nothing partial is visible, and the error said what happened.
 - a run's process killed with SIGKILL in the middle of writing staging;
 - dagster dev itself (daemon, code server, run workers) killed with SIGKILL while runs are queued
   and in progress, then started again;
-- the serving PostgreSQL stopped in the middle of an export (and the warehouse never shared by two
-  runs meanwhile);
+- (the serving PostgreSQL stopped in the middle of an export, and the warehouse never shared by two
+  runs, are injected in test_e2e_automation, which has the modelled zones running already);
 - a user holding the catalog open for writing; a landed object whose bytes changed; the disk
   under staging filling up (a small tmpfs).
 """
@@ -24,14 +24,13 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import psycopg2
 import pytest
 from dagster_dev import TERMINAL, DagsterDev, drop_file, wait_until
 
 from cli.generate import trips
 from core.names import partition_key
 from resources.environment import ENVIRONMENTS_DIR
-from resources.serving import ServingDatabase, stop_local
+from resources.serving import stop_local
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
@@ -168,89 +167,6 @@ def test_dagster_dev_killed_with_runs_queued_and_in_progress_loses_nothing_after
         assert tmp_leftovers(dev.platform_home) == []
     finally:
         dev.stop()
-
-
-def automation_runs(dev: DagsterDev) -> list[dict]:
-    return [r for r in dev.runs() if r["jobName"].startswith("__ASSET_JOB")]
-
-
-def materializations(dev: DagsterDev, key: list[str]) -> list[dict]:
-    data = dev.graphql(
-        """query M($k: AssetKeyInput!) { assetOrError(assetKey: $k) { __typename
-             ... on Asset { assetMaterializations(limit: 100) { runId timestamp } } } }""",
-        {"k": {"path": key}},
-    )["assetOrError"]
-    return data.get("assetMaterializations") or []
-
-
-def test_serving_database_stopped_mid_export_is_retried_and_two_runs_never_share_the_warehouse(base: Path) -> None:
-    dev = started(DagsterDev(base / "h", base / "d"))
-    served = ["serving", "mobility", "daily_trips_by_borough"]
-    try:
-        home = dev.platform_home
-        drop_file(home / "ingress" / "mobility" / "taxi_zones", "taxi_zone_lookup.csv",
-                  SAMPLES / "mobility" / "taxi_zones" / "taxi_zone_lookup.csv")
-        name = "yellow_tripdata_2019-06_sample.csv"
-        drop_file(home / "ingress" / "/".join(TRIPS_DIR), name, SAMPLES / "mobility" / "yellow_trips" / name)
-        name = "expenses_2026-11-16.csv"  # the finance models want the warehouse at the same time
-        finance = home / "ingress" / "finance" / "expense_reports"
-        drop_file(finance, name, SAMPLES / "finance" / "expense_reports" / name)
-        wait_until(lambda: materializations(dev, served), timeout_s=400, interval_s=3, what="served by automation")
-        wait_until(lambda: all(r["status"] in TERMINAL for r in automation_runs(dev)) and
-                   not any(r["status"] not in TERMINAL for r in dev.runs()), timeout_s=300, interval_s=3,
-                   what="every run finished")
-
-        # The warehouse: runs that touch it (dbt, serving) share one pool slot, so they never overlap.
-        runs = sorted(automation_runs(dev), key=lambda r: r["startTime"] or 0)
-        print(f"\n[fault] {len(runs)} automation runs: {[r['status'] for r in runs]}")
-        assert len(runs) >= 2 and all(r["status"] == "SUCCESS" for r in runs), runs
-        for a, b in zip(runs, runs[1:], strict=False):
-            assert a["endTime"] <= b["startTime"], f"{a['runId']} and {b['runId']} overlapped on the warehouse"
-        for r in runs:
-            assert not any("Conflicting lock" in m for _, m in dev.run_messages(r["runId"])), r["runId"]
-
-        # The serving database goes away while an export is in the middle of its transaction.
-        db = ServingDatabase.local(home)
-        before = sorted(query_pg(db, "select * from mobility.daily_trips_by_borough"))
-        with db.connect() as holder, holder.cursor() as cur:
-            cur.execute("LOCK TABLE mobility.daily_trips_by_borough IN ACCESS EXCLUSIVE MODE")
-            name = "yellow_tripdata_2024-02_sample.csv"
-            drop_file(home / "ingress" / "/".join(TRIPS_DIR), name,
-                      (SAMPLES / "mobility" / "yellow_trips" / "yellow_tripdata_2019-06_sample.csv").read_bytes()
-                      .replace(b"2019-06-", b"2024-02-"))
-            wait_until(lambda: query_pg(db, "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
-                                            "and application_name = 'lake-platform'")[0][0] > 0,
-                       timeout_s=300, interval_s=1, what="an export waiting inside its transaction")
-            assert stop_local(home)  # fast shutdown: every session is cut, the export's too
-            print("[fault] stopped the serving PostgreSQL during an export")
-            with pytest.raises(psycopg2.Error):
-                holder.commit()
-        wait_until(lambda: len(materializations(dev, served)) >= 2, timeout_s=300, interval_s=2,
-                   what="served again after the outage")
-        wait_until(lambda: all(r["status"] in TERMINAL for r in automation_runs(dev)), timeout_s=300, interval_s=2,
-                   what="automation finished")
-        run_id = materializations(dev, served)[0]["runId"]
-        events = dev.run_messages(run_id)
-        retried = [m for kind, m in events if kind == "ExecutionStepUpForRetryEvent"]
-        assert any("the serving database was unavailable on 5 attempts" in m and "the served table is unchanged" in m
-                   for m in retried), retried
-        assert next(r for r in dev.runs() if r["runId"] == run_id)["status"] == "SUCCESS"
-        # The served table is the new mart, whole: the interrupted export changed nothing, the retry all.
-        db = ServingDatabase.local(home)
-        con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
-        try:
-            mart = sorted(con.execute("select * from analytics_mobility.daily_trips_by_borough").fetchall())
-        finally:
-            con.close()
-        assert sorted(query_pg(db, "select * from mobility.daily_trips_by_borough")) == mart != before
-    finally:
-        dev.stop()
-
-
-def query_pg(db: ServingDatabase, sql: str) -> list[tuple]:
-    with db.connect() as conn, conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchall()
 
 
 def run_of(dev: DagsterDev, name: str) -> dict:
