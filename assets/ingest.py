@@ -11,7 +11,6 @@ Thin on purpose: the engine (``engine/``), the checks (``checks/``) and the syst
 (``resources/``) do the work; this module wires them and reports what happened.
 """
 
-import hashlib
 import time
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ from core.names import SOURCE_FILE, SOURCE_LINE, split_partition_key, table_name
 from core.zones import Dataset
 from engine import StagingRequest, engine_for
 from resources.catalog.base import PartitionVersion
-from resources.lake.base import TMP_DIR, FileStore, Lake
+from resources.lake.base import TMP_DIR, ContentMismatch, FileStore, Lake
 from resources.platform import PlatformResource
 
 SUPERSEDED_VERSION_RETENTION_S = 3600  # unreferenced versions of a partition older than this are removed
@@ -112,21 +111,17 @@ def _land(platform: PlatformResource, ds: Dataset, key: str, cfg: LandingConfig,
         if before is None:
             raise TerminalError(f"{ingress.uri(*src)} is no longer in ingress and partition {key} was never landed: "
                                 "deliver the file again")
-        h = hashlib.sha256()
         try:
-            with landing.write_once(parts, cfg.delivered_at_ns or before.mtime_ns) as out, \
-                    ingress.open_input(*src) as fin:
-                while chunk := fin.read(1 << 20):
-                    h.update(chunk)
-                    out.write(chunk)
-                if not h.hexdigest().startswith(digest):
-                    raise TerminalError(
-                        f"{ingress.uri(*src)} changed after it was picked up (hash {h.hexdigest()[:16]}, expected "
-                        f"{digest}); it stays in ingress and will be picked up again as a new delivery")
+            sha = landing.land_from(ingress, src, parts, cfg.delivered_at_ns or before.mtime_ns, digest)
             landed_now = True
+        except ContentMismatch as e:
+            raise TerminalError(
+                f"{ingress.uri(*src)} changed after it was picked up (hash {e.actual_sha256[:16]}, expected "
+                f"{digest}); it stays in ingress and will be picked up again as a new delivery") from None
         except FileExistsError:
             pass  # another run landed the same bytes meanwhile: verified below like any landed object
-    sha = landing.sha256(*parts) if not landed_now else h.hexdigest()
+    if not landed_now:
+        sha = landing.sha256(*parts)
     if not sha.startswith(digest):
         raise IntegrityError(f"landing object {landing.uri(*parts)} no longer matches its partition's hash {digest} "
                              f"(it hashes to {sha[:16]}): landed objects are immutable, so it was changed by hand. "

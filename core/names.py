@@ -16,6 +16,16 @@ IDENT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 # Environment names (``platform/environments/<name>.yaml``).
 ENV_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+# AWS identifiers from the environment files: strict, so nothing odd reaches an ARN, a policy or SQL.
+S3_BUCKET = re.compile(r"^(?!xn--)(?!.*-s3alias$)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+S3_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+AWS_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
+AWS_ACCOUNT = re.compile(r"^[0-9]{12}$")
+KMS_ALIAS = re.compile(r"^alias/[A-Za-z0-9/_-]{1,250}$")
+RESOURCE_PREFIX = re.compile(r"^[a-z][a-z0-9-]{2,30}[a-z0-9]$")  # names of roles, keys, secrets
+SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
+ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,64}$")
+HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 # PostgreSQL refuses these as column names.
 POSTGRES_SYSTEM_COLUMNS = frozenset({"tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"})
 

@@ -22,30 +22,98 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from core.names import ENV_NAME, LAKE_ZONES
+from core.names import (
+    AWS_ACCOUNT,
+    AWS_REGION,
+    ENV_NAME,
+    HOSTNAME,
+    IDENT,
+    KMS_ALIAS,
+    LAKE_ZONES,
+    RESOURCE_PREFIX,
+    ROLE_ARN,
+    S3_BUCKET,
+    S3_PREFIX,
+    SECRET_NAME,
+)
 from core.paths import ENVIRONMENTS_DIR, REPO_ROOT
 from core.yaml_config import ConfigError, Strict, load_model
 
-__all__ = ["DEFAULT_ENV", "ENVIRONMENTS_DIR", "Environment", "SensorConfig", "available_environments",
-           "default_home", "load_environment", "resolve", "validate_all"]
+__all__ = ["DEFAULT_ENV", "ENVIRONMENTS_DIR", "AwsConfig", "Environment", "SensorConfig", "available_environments",
+           "default_home", "load_environment", "resolve", "split_s3_uri", "validate_all"]
 
 DEFAULT_ENV = "local"
+
+
+def _match(pattern: Any, value: str | None, what: str) -> str | None:
+    if value is not None and not pattern.match(value):
+        raise ValueError(f"{what} {value!r} must match {pattern.pattern}")
+    return value
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` → (``bucket``, ``a/b``), both validated."""
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    _match(S3_BUCKET, bucket, "S3 bucket")
+    if prefix.strip("/"):
+        _match(S3_PREFIX, prefix.strip("/"), f"S3 prefix of {uri}")
+    return bucket, prefix.strip("/")
+
+
+def _check_location(uri: str, what: str) -> str:
+    if uri.startswith("s3://"):
+        split_s3_uri(uri)
+    elif "://" in uri:
+        raise ValueError(f"{what} {uri!r}: only local paths and s3:// URIs are supported")
+    return uri
+
+
+class AwsConfig(Strict):
+    """The AWS account an environment lives in. Credentials are never declared: the default
+    credential chain provides them (instance/task role, SSO, profile), optionally assuming
+    ``platform_role_arn``."""
+
+    region: str
+    account_id: str
+    # Prefix of the names of everything the environment's stack creates (roles, key alias, secrets).
+    resource_prefix: str
+    platform_role_arn: str | None = None
+
+    @model_validator(mode="after")
+    def _patterns(self) -> AwsConfig:
+        _match(AWS_REGION, self.region, "aws.region")
+        _match(AWS_ACCOUNT, self.account_id, "aws.account_id")
+        _match(RESOURCE_PREFIX, self.resource_prefix, "aws.resource_prefix")
+        _match(ROLE_ARN, self.platform_role_arn, "aws.platform_role_arn")
+        if self.platform_role_arn and f":{self.account_id}:" not in self.platform_role_arn:
+            raise ValueError(f"aws.platform_role_arn {self.platform_role_arn!r} is not in account {self.account_id}")
+        return self
 
 
 class LakeConfig(Strict):
     # One URI per zone: a local path or s3://bucket/prefix. One bucket per zone in AWS so that
     # access (e.g. landing not readable by analysts) is granted per bucket.
     zones: dict[Literal["landing", "staging", "quarantine"], str]
+    # The environment's KMS key (an alias): every S3 write sets SSE-KMS with it.
     kms_key_id: str | None = None
-    region: str | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> LakeConfig:
         missing = [z for z in LAKE_ZONES if z not in self.zones]
         if missing:
             raise ValueError(f"lake.zones is missing {', '.join(missing)}")
-        if any(u.startswith("s3://") for u in self.zones.values()) and not self.kms_key_id:
-            raise ValueError("an S3 lake needs kms_key_id: every S3 write sets SSE-KMS")
+        for zone, uri in self.zones.items():
+            _check_location(uri, f"lake.zones.{zone}")
+        s3 = [u.startswith("s3://") for u in self.zones.values()]
+        if any(s3) and not all(s3):
+            raise ValueError("lake.zones: either every zone is on S3 or none is")
+        if all(s3):
+            if not self.kms_key_id:
+                raise ValueError("an S3 lake needs kms_key_id: every S3 write sets SSE-KMS")
+            _match(KMS_ALIAS, self.kms_key_id, "lake.kms_key_id")
+            buckets = [split_s3_uri(u)[0] for u in self.zones.values()]
+            if len(set(buckets)) != len(buckets):
+                raise ValueError("lake.zones: one bucket per zone (access is granted per bucket)")
         return self
 
     @property
@@ -55,6 +123,11 @@ class LakeConfig(Strict):
 
 class IngressConfig(Strict):
     root: str
+
+    @field_validator("root")
+    @classmethod
+    def _location(cls, v: str) -> str:
+        return _check_location(v, "ingress.root")
 
 
 class CatalogConfig(Strict):
@@ -67,8 +140,11 @@ class CatalogConfig(Strict):
     def _kind_fields(self) -> CatalogConfig:
         if self.kind == "duckdb" and not self.path:
             raise ValueError("a duckdb catalog needs path")
-        if self.kind == "glue" and not self.database_prefix:
-            raise ValueError("a glue catalog needs database_prefix")
+        if self.kind == "glue":
+            if not self.database_prefix:
+                raise ValueError("a glue catalog needs database_prefix")
+            if not IDENT.match(self.database_prefix + "staging_x") or not self.database_prefix.endswith("_"):
+                raise ValueError(f"catalog.database_prefix {self.database_prefix!r}: lower snake_case ending in _")
         return self
 
 
@@ -77,11 +153,26 @@ class WarehouseConfig(Strict):
     dbt_target: str  # the target in dbt_project/profiles.yml
     path: str | None = None  # duckdb
     lock_timeout_seconds: float = Field(default=30.0, gt=0)
+    # redshift: the cluster (or serverless workgroup) endpoint, its database, the secret with the
+    # loader's user and password, and the role Redshift assumes to COPY from the staging bucket.
+    host: str | None = None
+    port: int = Field(default=5439, ge=1, le=65535)
+    database: str | None = None
+    secret_name: str | None = None
+    copy_role_arn: str | None = None
 
     @model_validator(mode="after")
     def _kind_fields(self) -> WarehouseConfig:
         if self.kind == "duckdb" and not self.path:
             raise ValueError("a duckdb warehouse needs path")
+        if self.kind == "redshift":
+            missing = [f for f in ("host", "database", "secret_name", "copy_role_arn") if not getattr(self, f)]
+            if missing:
+                raise ValueError(f"a redshift warehouse needs {', '.join(missing)}")
+            _match(HOSTNAME, self.host, "warehouse.host")
+            _match(IDENT, self.database, "warehouse.database")
+            _match(SECRET_NAME, self.secret_name, "warehouse.secret_name")
+            _match(ROLE_ARN, self.copy_role_arn, "warehouse.copy_role_arn")
         return self
 
 
@@ -89,13 +180,30 @@ class ServingConfig(Strict):
     kind: Literal["embedded_postgres", "aurora_postgres"]
     data_dir: str | None = None  # embedded: where the server keeps its data (and its socket)
     secret_name: str | None = None  # aurora: the Secrets Manager secret with host, user and password
+    # aurora: TLS is always verified (sslmode=verify-full) against this CA bundle (the RDS one).
+    ca_bundle: str | None = None
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ServingConfig:
         if self.kind == "embedded_postgres" and not self.data_dir:
             raise ValueError("an embedded_postgres serving database needs data_dir")
-        if self.kind == "aurora_postgres" and not self.secret_name:
-            raise ValueError("an aurora_postgres serving database needs secret_name (secrets are named, never written)")
+        if self.kind == "aurora_postgres":
+            if not self.secret_name:
+                raise ValueError("an aurora_postgres serving database needs secret_name "
+                                 "(secrets are named, never written)")
+            if not self.ca_bundle:
+                raise ValueError("an aurora_postgres serving database needs ca_bundle: TLS is verified")
+            _match(SECRET_NAME, self.secret_name, "serving.secret_name")
+        return self
+
+
+class SecretsConfig(Strict):
+    # Names of secrets in the environment's secret store (Secrets Manager in AWS).
+    pii_key: str | None = None  # the keyed-hash key for PII columns
+
+    @model_validator(mode="after")
+    def _patterns(self) -> SecretsConfig:
+        _match(SECRET_NAME, self.pii_key, "secrets.pii_key")
         return self
 
 
@@ -114,6 +222,23 @@ class Environment(Strict):
     warehouse: WarehouseConfig
     serving: ServingConfig
     sensors: SensorConfig = SensorConfig()
+    aws: AwsConfig | None = None
+    secrets: SecretsConfig = SecretsConfig()
+
+    @model_validator(mode="after")
+    def _aws_when_used(self) -> Environment:
+        uses = [what for what, used in (
+            ("an S3 lake", self.lake.kind == "s3"), ("S3 ingress", self.ingress.root.startswith("s3://")),
+            ("a glue catalog", self.catalog.kind == "glue"),
+            ("a redshift warehouse", self.warehouse.kind == "redshift"),
+            ("aurora serving", self.serving.kind == "aurora_postgres")) if used]
+        if uses and self.aws is None:
+            raise ValueError(f"an aws section (region, account_id, resource_prefix) is needed for {', '.join(uses)}")
+        if self.aws and self.lake.kind == "s3":
+            for what, arn in (("warehouse.copy_role_arn", self.warehouse.copy_role_arn),):
+                if arn and f":{self.aws.account_id}:" not in arn:
+                    raise ValueError(f"{what} {arn!r} is not in account {self.aws.account_id}")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -150,6 +275,15 @@ def _locations(data: dict[str, Any]) -> set[str]:
     for value in (get("catalog", "path"), get("warehouse", "path"), get("serving", "data_dir")):
         if isinstance(value, str):
             out.add(value)
+    if isinstance(host := get("warehouse", "host"), str):
+        out.add(f"host:{host}")
+    if isinstance(account := get("aws", "account_id"), str | int):
+        out.add(f"aws-account:{account}")
+    if isinstance(prefix := get("aws", "resource_prefix"), str):
+        out.add(f"aws-prefix:{prefix}")
+    for key in (("warehouse", "secret_name"), ("secrets", "pii_key"), ("lake", "kms_key_id")):
+        if isinstance(value := get(*key), str):
+            out.add(f"{key[-1]}:{value}")
     if isinstance(prefix := get("catalog", "database_prefix"), str):
         out.add(f"glue:{prefix}")
     if isinstance(secret := get("serving", "secret_name"), str):

@@ -35,3 +35,27 @@ def dev():
         d.stop()
         stop_local(base / "h")
         print(f"\n[e2e] dagster dev log: {d.log_path}")
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """One moto server (S3, KMS, Glue, Secrets Manager, SNS/SQS, CloudFormation, IAM, STS) for the
+    whole test session, on a free loopback port."""
+    from aws_stand_in import MotoServer
+
+    server = MotoServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch: pytest.MonkeyPatch):
+    """The stand-in, reset, with boto3 pointed at it through the environment only."""
+    moto_server.reset()
+    for key, value in moto_server.env().items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    return moto_server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def test_missing_key(env_dir: Path, tmp_path: Path) -> None:
 
 def test_s3_lake_requires_kms(env_dir: Path, tmp_path: Path) -> None:
     path = env_dir / "prod.yaml"
-    path.write_text(path.read_text().replace("  kms_key_id: alias/acme-lake-prod\n", ""))
+    path.write_text(re.sub(r"(?m)^  kms_key_id: .*\n", "", path.read_text()))
     with pytest.raises(ConfigError, match="an S3 lake needs kms_key_id"):
         load_environment("prod", str(tmp_path), str(env_dir))
 
@@ -112,3 +113,48 @@ def test_name_must_match_file(env_dir: Path, tmp_path: Path) -> None:
     path.write_text("name: prod\n" + path.read_text())
     with pytest.raises(ConfigError, match="name 'prod' does not match the file name 'dev'"):
         load_environment("dev", str(tmp_path), str(env_dir))
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("s3://acme-lake-prod-staging/staging", "s3://Acme_Lake/staging", "S3 bucket 'Acme_Lake' must match"),
+    ("s3://acme-lake-prod-staging/staging", "s3://acme-lake-prod-staging/a b", "S3 prefix"),
+    ("s3://acme-lake-prod-staging/staging", "/srv/lake/staging", "either every zone is on S3 or none is"),
+    ("s3://acme-lake-prod-staging/staging", "s3://acme-lake-prod-landing/x", "one bucket per zone"),
+    ("s3://acme-lake-prod-ingress/ingress", "gs://acme/ingress", "only local paths and s3:// URIs"),
+    ("alias/acme-lake-prod", "my key", "lake.kms_key_id 'my key' must match"),
+    ('account_id: "333333333333"', 'account_id: "3333"', "aws.account_id '3333' must match"),
+    ("region: eu-west-1", "region: europe", "aws.region 'europe' must match"),
+    ("database_prefix: prod_", "database_prefix: prod;drop", "lower snake_case ending in _"),
+    ("database: lake", 'database: "lake; drop table x"', "warehouse.database"),
+    ("host: acme-lake-prod.", "host: evil host.", "warehouse.host"),
+    ("role/acme-lake-prod-redshift-copy", "role/x' --", "warehouse.copy_role_arn"),
+    ("arn:aws:iam::333333333333:role/acme-lake-prod-redshift-copy",
+     "arn:aws:iam::111111111111:role/acme-lake-prod-redshift-copy", "is not in account 333333333333"),
+    ("  ca_bundle: /etc/ssl/certs/rds-global-bundle.pem", "  #", "needs ca_bundle: TLS is verified"),
+    ("secret_name: acme-lake-prod/serving", "secret_name: \"a secret with spaces\"", "serving.secret_name"),
+])
+def test_aws_identifiers_are_strict(env_dir: Path, tmp_path: Path, old: str, new: str, message: str) -> None:
+    path = env_dir / "prod.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_environment("prod", str(tmp_path), str(env_dir))
+
+
+def test_aws_section_required_for_aws_backends(env_dir: Path, tmp_path: Path) -> None:
+    path = env_dir / "dev.yaml"
+    path.write_text(re.sub(r"(?ms)^aws:\n(  .*?\n)+", "", path.read_text()))
+    with pytest.raises(ConfigError, match="an aws section .* is needed for an S3 lake, S3 ingress, a glue catalog"):
+        load_environment("dev", str(tmp_path), str(env_dir))
+
+
+@pytest.mark.parametrize("shared", ["acme-lake-prod/warehouse", "alias/acme-lake-prod", "acme-lake-prod/pii-key"])
+def test_secrets_keys_and_accounts_are_not_shared(env_dir: Path, tmp_path: Path, shared: str) -> None:
+    path = env_dir / "test.yaml"
+    text = path.read_text()
+    old = {"acme-lake-prod/warehouse": "acme-lake-test/warehouse", "alias/acme-lake-prod": "alias/acme-lake-test",
+           "acme-lake-prod/pii-key": "acme-lake-test/pii-key"}[shared]
+    path.write_text(text.replace(old, shared, 1))
+    with pytest.raises(ConfigError, match="which belongs to environment 'prod'"):
+        load_environment("test", str(tmp_path), str(env_dir))

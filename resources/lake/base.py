@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from core.errors import InvalidName
+from core.errors import InvalidName, TerminalError
 
 TMP_DIR = "_tmp"  # in-progress writes, under each zone's root; never read by anyone
 CHUNK = 1 << 20
@@ -33,10 +33,21 @@ class FileInfo:
     parts: tuple[str, ...]  # relative to the store's root
     size: int
     mtime_ns: int
+    # The store's own content signal where it has one (S3's ETag): with size and mtime it tells a
+    # changed object from an unchanged one without reading it.
+    etag: str | None = None
 
     @property
     def name(self) -> str:
         return self.parts[-1]
+
+
+class ContentMismatch(TerminalError):
+    """The bytes copied are not the ones expected (the source changed after it was picked up)."""
+
+    def __init__(self, uri: str, actual_sha256: str, expected_prefix: str):
+        super().__init__(f"{uri} hashes to {actual_sha256[:16]}, expected {expected_prefix}")
+        self.actual_sha256 = actual_sha256
 
 
 class FileStore(ABC):
@@ -89,6 +100,21 @@ class FileStore(ABC):
     def move_aside(self, src: tuple[str, ...], folder: tuple[str, ...]) -> tuple[str, ...]:
         """Move a file into ``folder`` under its own name, or a numbered one if that is taken;
         returns where it went. Never overwrites."""
+
+    def land_from(self, source: FileStore, src: tuple[str, ...], final: tuple[str, ...], delivered_at_ns: int,
+                  expected_sha256_prefix: str) -> str:
+        """Copy ``source``'s file ``src`` to ``final`` once (``write_once``), hashing it on the way;
+        returns its sha256. Raises :class:`ContentMismatch` (and writes nothing) if the hash does not
+        start with ``expected_sha256_prefix``, FileExistsError if ``final`` exists. Backends that
+        can copy inside the store (S3's CopyObject) override this so no byte leaves the service."""
+        h = hashlib.sha256()
+        with self.write_once(final, delivered_at_ns) as out, source.open_input(*src) as fin:
+            while chunk := fin.read(CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+            if not h.hexdigest().startswith(expected_sha256_prefix):
+                raise ContentMismatch(source.uri(*src), h.hexdigest(), expected_sha256_prefix)
+        return h.hexdigest()
 
     def sha256(self, *parts: str) -> str:
         h = hashlib.sha256()
