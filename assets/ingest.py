@@ -86,9 +86,14 @@ def landing_parts(ds: Dataset, key: str) -> tuple[str, ...]:
     return (ds.insight_zone, ds.name, key, name)
 
 
+STAGED_FILE = "part-0.parquet"
+
+
 def partition_parts(ds: Dataset, key: str, version: str) -> tuple[str, ...]:
-    """Where one version of a partition's staged (or quarantined) rows lives in its zone."""
-    return (ds.insight_zone, ds.name, key, f"{version}.parquet")
+    """Where one version of a partition's staged (or quarantined) rows lives in its zone: one file
+    per folder (prefix), so a catalog partition that points at the folder (Glue, Athena, Spark)
+    holds exactly that version."""
+    return (ds.insight_zone, ds.name, key, version, STAGED_FILE)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,7 +201,7 @@ def _remove_leftovers(store: FileStore, key: str) -> None:
 def _remove_old_versions(store: FileStore, ds: Dataset, key: str, referenced: set[str], now_ns: int) -> None:
     """Versions of this partition the catalog no longer points at, once they are old enough that no
     reader (a dbt run's catalog snapshot) can still be reading them."""
-    for f in store.list(ds.insight_zone, ds.name, key):
+    for f in store.walk(ds.insight_zone, ds.name, key, limit=10_000):
         if store.uri(*f.parts) not in referenced and now_ns - f.mtime_ns > SUPERSEDED_VERSION_RETENTION_S * 10**9:
             store.delete(*f.parts)
 

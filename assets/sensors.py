@@ -112,7 +112,7 @@ def build_sensor(defs: DatasetDefs) -> dg.SensorDefinition:
             landing = platform.lake().zone("landing")
             folder = (ds.insight_zone, ds.name)
             plan = plan_tick(
-                [FileEntry("/".join(f.parts), f.name, f.size, f.mtime_ns) for f in ingress.list(*folder)],
+                [FileEntry("/".join(f.parts), f.name, f.size, f.mtime_ns, f.etag) for f in ingress.list(*folder)],
                 Cursor.load(context.cursor),
                 now_ns=time.time_ns(),
                 settle_seconds=env.sensors.settle_seconds,

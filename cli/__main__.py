@@ -6,7 +6,9 @@
 - ``dbt-sources``: regenerate the dbt sources from the zone declarations;
 - ``dbt-parse``: write the dbt manifest that the Dagster definitions load;
 - ``validate``: validate every environment and insight-zone declaration;
-- ``serving status|stop``: the local embedded PostgreSQL (serving zone): where to connect, or stop it.
+- ``serving status|stop``: the local embedded PostgreSQL (serving zone): where to connect, or stop it;
+- ``infra render|check|diff``: an AWS environment's CloudFormation template, the review of its policies,
+  and the promotion review of two environments' declarations.
 """
 
 from __future__ import annotations
@@ -158,6 +160,42 @@ def serving(action: str, home: str | None) -> int:
     return 0
 
 
+def infra(a: argparse.Namespace) -> int:
+    from resources.environment import environments_dir
+
+    directory = str(environments_dir())
+    if a.action == "diff":
+        from infra.diff import diff
+
+        left, right = (load_environment(n, a.home, directory) for n in (a.a, a.b))
+        lines = diff(left, right)
+        print("\n".join(lines) if lines else
+              f"{a.a} and {a.b} differ only in their names (prefix, account, database prefix, environment name)")
+        return 0
+    from core.zones import load_zones
+
+    env = load_environment(a.env, a.home, directory)
+    if a.action == "check":
+        from infra.check import check_template
+
+        failed = 0
+        for case, decision in check_template(env, load_zones()):
+            ok = case.allowed == decision.allowed
+            failed += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} {case.what}: {decision.effect} ({decision.reason})")
+        print(f"{failed} of the expectations failed" if failed else "every expectation holds")
+        return 1 if failed else 0
+    from infra.cloudformation import render, to_json, to_yaml
+
+    text = (to_yaml if a.format == "yaml" else to_json)(render(env, load_zones()))
+    if a.out:
+        a.out.write_text(text, encoding="utf-8")
+        print(f"wrote {a.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cli", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -178,6 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     sv = sub.add_parser("serving", help="the local serving database: status (how to connect) or stop")
     sv.add_argument("action", choices=["status", "stop"])
     sv.add_argument("--home")
+    inf = sub.add_parser("infra", help="an AWS environment's infrastructure: render, check, diff")
+    isub = inf.add_subparsers(dest="action", required=True)
+    r = isub.add_parser("render", help="print the environment's CloudFormation template")
+    r.add_argument("--env", required=True)
+    r.add_argument("--format", choices=["json", "yaml"], default="json")
+    r.add_argument("--out", type=Path, help="write the template here instead of standard output")
+    c = isub.add_parser("check", help="evaluate the template's policies against the expected access")
+    c.add_argument("--env", required=True)
+    d = isub.add_parser("diff", help="what differs in substance between two environments' declarations")
+    d.add_argument("a")
+    d.add_argument("b")
+    for q in (r, c, d):
+        q.add_argument("--home")
     a = p.parse_args(argv)
     try:
         if a.cmd == "seed":
@@ -198,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if a.cmd == "serving":
             return serving(a.action, a.home)
+        if a.cmd == "infra":
+            return infra(a)
         return validate(a.home)
     except ConfigError as e:
         print(e, file=sys.stderr)

@@ -46,11 +46,18 @@ class FileEntry:
     name: str
     size: int
     mtime_ns: int
+    # The store's content signal where it has one (S3's ETag): S3 times have one-second resolution,
+    # so an object rewritten within the second with the same size differs only in its ETag.
+    etag: str | None = None
+
+    @property
+    def signature(self) -> list:
+        return [self.size, self.mtime_ns] if self.etag is None else [self.size, self.mtime_ns, self.etag]
 
 
 @dataclass
 class Cursor:
-    # name → [size, mtime_ns] of each handled file still in the folder (its hash is not needed again)
+    # name → [size, mtime_ns(, etag)] of each handled file still in the folder (not hashed again)
     files: dict[str, list] = field(default_factory=dict)
 
     @classmethod
@@ -139,7 +146,7 @@ def plan_tick(
     budget = max_files
     for f in sorted(listing, key=lambda e: (e.mtime_ns, e.name)):
         remembered = cursor.files.get(f.name)
-        if remembered and remembered[0] == f.size and remembered[1] == f.mtime_ns:
+        if remembered == f.signature:
             new_files[f.name] = remembered  # already handled, unchanged
             continue
         age_ns = now_ns - f.mtime_ns
@@ -147,13 +154,13 @@ def plan_tick(
             if age_ns >= STALE_TEMPORARY_S * 10**9 and budget > 0:
                 budget -= 1
                 plan.set_aside.append(SetAside(f, "temporary", f"{age_ns / 3.6e12:.0f} hours"))
-                new_files[f.name] = [f.size, f.mtime_ns]
+                new_files[f.name] = f.signature
             continue  # otherwise quietly: temporary files come and go all the time
         if age_ns < settle_ns or budget <= 0:
             plan.waiting.append(f)  # may still be being written, or the tick is full
             continue
         budget -= 1
-        new_files[f.name] = [f.size, f.mtime_ns]
+        new_files[f.name] = f.signature
         if not fnmatch.fnmatchcase(f.name, pattern):
             plan.set_aside.append(SetAside(f, "name", pattern))
             continue

@@ -89,3 +89,39 @@ def parse_type(declared: str) -> ContractType:
             raise ConfigError(f"type {declared!r}: decimal(p,s) needs 1 <= p <= {MAX_DECIMAL_PRECISION} and s <= p")
         return ContractType("decimal", p, s)
     raise ConfigError(f"unknown type {declared!r}; use one of {', '.join(_SIMPLE)} or decimal(p,s)")
+
+
+def glue_type(arrow: pa.DataType) -> str:
+    """The Glue Data Catalog (Hive) type of a Parquet column read as ``arrow``: what Athena, Glue
+    and Redshift Spectrum read it as. Polars writes ``large_string`` / ``large_list``, so the
+    large and view variants map like the plain ones."""
+    t = arrow
+    if pa.types.is_dictionary(t):
+        return glue_type(t.value_type)
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    for test, name in ((pa.types.is_int64, "bigint"), (pa.types.is_int32, "int"), (pa.types.is_int16, "smallint"),
+                       (pa.types.is_int8, "tinyint"), (pa.types.is_uint8, "smallint"), (pa.types.is_uint16, "int"),
+                       (pa.types.is_uint32, "bigint"), (pa.types.is_float64, "double"),
+                       (pa.types.is_float32, "float"), (pa.types.is_boolean, "boolean"), (pa.types.is_date, "date"),
+                       (pa.types.is_timestamp, "timestamp")):
+        if test(t):
+            return name
+    if pa.types.is_decimal(t):
+        return f"decimal({t.precision},{t.scale})"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return "binary"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t) or pa.types.is_fixed_size_list(t):
+        return f"array<{glue_type(t.value_type)}>"
+    if pa.types.is_map(t):
+        return f"map<{glue_type(t.key_type)},{glue_type(t.item_type)}>"
+    if pa.types.is_struct(t):
+        fields = (t.field(i) for i in range(t.num_fields))
+        return "struct<" + ",".join(f"{f.name}:{glue_type(f.type)}" for f in fields) + ">"
+    raise ConfigError(f"no Glue type for the Arrow type {t} (uint64, null, time, duration and interval columns "
+                      "have no Hive equivalent)")
+
+
+def contract_glue_type(declared: str) -> str:
+    """``"decimal(12,2)"`` → ``decimal(12,2)``, ``"int32"`` → ``int``: a contract type in the Glue catalog."""
+    return glue_type(parse_type(declared).arrow())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 
 import dagster as dg
@@ -19,18 +20,34 @@ from pydantic import Field
 
 from core.errors import NotAvailable
 from core.names import LAKE_ZONES
+from resources.aws import AwsSession
 from resources.catalog.base import Catalog
 from resources.environment import Environment, load_environment, resolve
 from resources.lake.base import FileStore, Lake
 from resources.serving.postgres import ServingDatabase
 from resources.warehouse.base import Warehouse
 
-_LATER = "the AWS backends arrive with the AWS environments issue; until then only 'local' runs"
+_LATER = "arrives with the AWS environments issue"
 
 
-def _store(uri: str, what: str) -> FileStore:
+def _aws(env: Environment) -> AwsSession:
+    if env.aws is None:
+        raise NotAvailable(f"environment {env.name!r} declares no aws section (region, account_id, resource_prefix)")
+    return _session(env.aws.region, env.aws.platform_role_arn)
+
+
+@lru_cache(maxsize=8)
+def _session(region: str, role_arn: str | None) -> AwsSession:
+    # One session (and its clients, connection pools and assumed-role credentials) per process.
+    return AwsSession(region, role_arn)
+
+
+def _store(env: Environment, uri: str, what: str) -> FileStore:
     if uri.startswith("s3://"):
-        raise NotAvailable(f"{what} is on S3 ({uri}): {_LATER}")
+        from resources.lake.s3 import S3Store
+
+        assert env.lake.kms_key_id  # validated: an S3 lake has a key
+        return S3Store(uri, _aws(env), env.lake.kms_key_id)
     if "://" in uri:
         raise NotAvailable(f"{what}: no storage backend for {uri}")
     from resources.lake.local import LocalStore
@@ -72,20 +89,33 @@ class PlatformResource(dg.ConfigurableResource):
 
     # -- the systems ----------------------------------------------------------------------------
     def lake(self) -> Lake:
-        zones = self.env().lake.zones
-        return Lake({z: _store(zones[z], f"the {z} zone") for z in LAKE_ZONES})
+        env = self.env()
+        return Lake({z: _store(env, env.lake.zones[z], f"the {z} zone") for z in LAKE_ZONES})
 
     def ingress(self) -> FileStore:
-        return _store(self.env().ingress.root, "the ingress area")
+        env = self.env()
+        return _store(env, env.ingress.root, "the ingress area")
 
     def catalog(self) -> Catalog:
-        cfg = self.env().catalog
+        env = self.env()
+        cfg = env.catalog
         if cfg.kind == "duckdb":
             from resources.catalog.duckdb import DuckDBCatalog
 
             assert cfg.path
             return DuckDBCatalog(cfg.path, lock_timeout_s=cfg.lock_timeout_seconds)
-        raise NotAvailable(f"environment {self.env().name!r}: the {cfg.kind} catalog: {_LATER}")
+        import pyarrow.parquet as pq
+
+        from resources.catalog.glue import GlueCatalog
+
+        lake = self.lake()
+
+        def schema_of(uri: str):  # the Parquet footer of a staged file, read through the lake
+            with lake.open_input(uri) as f:
+                return pq.read_schema(f)
+
+        assert cfg.database_prefix
+        return GlueCatalog(_aws(env), cfg.database_prefix, schema_of)
 
     def warehouse(self) -> Warehouse:
         cfg = self.env().warehouse

@@ -63,7 +63,7 @@ def test_samples_flow_through_dagster_dev(dev: DagsterDev):
 
     # Poll until one run per file has finished; note when the first staging partition appears.
     staging_dir = home / "lake" / "staging" / zone_path(TRIPS)
-    published = lambda: any(staging_dir.glob("*/*.parquet"))  # noqa: E731
+    published = lambda: any(staging_dir.glob("*/*/*.parquet"))  # noqa: E731
     first_publish_s = None
     runs: dict[str, dict] = {}
     deadline = dropped_at + RUNS_TIMEOUT_S
@@ -139,7 +139,8 @@ def test_samples_flow_through_dagster_dev(dev: DagsterDev):
     assert not (staging_dir / keys[BAD_TRIPS]).exists()
     for name, ((zone, dataset), _) in deliveries.items():
         assert not (home / "ingress" / zone / dataset / name).exists(), f"{name} still in ingress"
-    assert sorted(p.parent.name for p in staging_dir.glob("*/*.parquet")) == sorted(keys[n] for n in GOOD_TRIPS)
+    assert sorted(p.parent.parent.name for p in staging_dir.glob("*/*/*.parquet")) \
+        == sorted(keys[n] for n in GOOD_TRIPS)
 
     # -- a byte-identical re-delivery under another name is set aside, visibly ----------------
     copy_name = "yellow_tripdata_2019-06_copy.csv"

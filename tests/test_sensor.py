@@ -21,8 +21,8 @@ OLD = NOW - 60 * 10**9  # settled a minute ago
 PATTERN = "yellow_tripdata_*.csv"
 
 
-def f(name: str, size: int = 10, mtime: int = OLD) -> FileEntry:
-    return FileEntry(f"/in/{name}", name, size, mtime)
+def f(name: str, size: int = 10, mtime: int = OLD, etag: str | None = None) -> FileEntry:
+    return FileEntry(f"/in/{name}", name, size, mtime, etag)
 
 
 def digest(name: str) -> str:
@@ -56,6 +56,16 @@ TABLE = [
     ("re-delivery under a new name", [f(B)], {}, [partition_key(A, digest(A))], [], [(B, "duplicate")], []),
     ("name not matching the pattern", [f("notes.txt")], {}, [], [], [("notes.txt", "name")], []),
     ("two new files", [f(A), f(B, mtime=OLD + 1)], {}, [], [A, B], [], []),
+    # S3: LastModified has one-second resolution, listings are not in time order, and a key can be
+    # rewritten in place; the planner compares each object's own signature, never a "since" mark.
+    ("equal timestamps", [f(A, etag="a"), f(B, etag="b")], {}, [], [A, B], [], []),
+    ("a late arrival older than a handled file", [f(A, etag="a"), f(B, mtime=OLD - 10**9, etag="b")],
+     {A: [10, OLD, "a"]}, [partition_key(A, digest(A))], [B], [], []),
+    ("rewritten in place within the same second", [f(A, etag="a2")], {A: [10, OLD, "a1"]}, [], [A], [], []),
+    ("re-uploaded identical object after it was landed", [f(A, mtime=OLD + 10**9, etag="a")], {},
+     [partition_key(A, digest(A))], [], [(A, "duplicate")], []),
+    ("handled object unchanged (etag)", [f(A, etag="a")], {A: [10, OLD, "a"]},
+     [partition_key(A, digest(A))], [], [], []),
 ]
 
 
