@@ -293,5 +293,10 @@ def to_json(template: dict[str, Any]) -> str:
 def to_yaml(template: dict[str, Any]) -> str:
     import yaml
 
+    class _NoAliases(yaml.SafeDumper):
+        # render() shares objects between resources; CloudFormation rejects YAML anchors and aliases.
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
     # The long forms (Fn::GetAtt: [...]) are valid CloudFormation YAML; no custom tags needed.
-    return yaml.safe_dump(template, sort_keys=False, width=120)
+    return yaml.dump(template, Dumper=_NoAliases, sort_keys=False, width=120)

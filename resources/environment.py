@@ -47,7 +47,7 @@ DEFAULT_ENV = "local"
 
 def _match(pattern: Any, value: str | None, what: str) -> str | None:
     if value is not None and not pattern.match(value):
-        raise ValueError(f"{what} {value!r} must match {pattern.pattern}")
+        raise ConfigError(f"{what} {value!r} must match {pattern.pattern}")
     return value
 
 
@@ -64,7 +64,7 @@ def _check_location(uri: str, what: str) -> str:
     if uri.startswith("s3://"):
         split_s3_uri(uri)
     elif "://" in uri:
-        raise ValueError(f"{what} {uri!r}: only local paths and s3:// URIs are supported")
+        raise ConfigError(f"{what} {uri!r}: only local paths and s3:// URIs are supported")
     return uri
 
 

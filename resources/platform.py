@@ -24,6 +24,7 @@ from resources.aws import AwsSession
 from resources.catalog.base import Catalog
 from resources.environment import Environment, load_environment, resolve
 from resources.lake.base import FileStore, Lake
+from resources.secrets import SecretStore
 from resources.serving.postgres import ServingDatabase
 from resources.warehouse.base import Warehouse
 
@@ -130,6 +131,18 @@ class PlatformResource(dg.ConfigurableResource):
             return DuckDBWarehouse(cfg.path, catalog, cfg.dbt_target, lock_timeout_s=cfg.lock_timeout_seconds)
         raise NotAvailable(f"environment {self.env().name!r}: the {cfg.kind} warehouse: {_LATER}")
 
+    def secrets(self) -> SecretStore:
+        """Secrets by name: Secrets Manager in an AWS environment, the process environment locally
+        (``PLATFORM_SECRET_<NAME>``)."""
+        env = self.env()
+        if env.aws is not None:
+            from resources.secrets import AwsSecretStore
+
+            return AwsSecretStore(_aws(env))
+        from resources.secrets import LocalSecretStore
+
+        return LocalSecretStore()
+
     def serving(self) -> ServingDatabase:
         cfg = self.env().serving
         if cfg.kind == "embedded_postgres":
@@ -137,4 +150,6 @@ class PlatformResource(dg.ConfigurableResource):
 
             assert cfg.data_dir
             return start(Path(cfg.data_dir).expanduser().resolve())
-        raise NotAvailable(f"environment {self.env().name!r}: the {cfg.kind} serving database: {_LATER}")
+        from resources.serving.aurora import from_config
+
+        return from_config(cfg, self.secrets())  # credentials fetched now, at run time, never stored

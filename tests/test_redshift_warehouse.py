@@ -30,10 +30,11 @@ import pytest
 import sqlglot
 import sqlglot.errors
 
-from core.errors import ConfigError, IntegrityError, InvalidName, ResourceUnavailable
+from core.errors import ConfigError, IntegrityError, InvalidName, ResourceUnavailable, SecretMissing
 from core.paths import DBT_DIR
 from core.types import parse_type
 from resources.catalog.base import PartitionRecord, PartitionVersion
+from resources.secrets.local import LocalSecretStore, env_var
 from resources.serving import ServingDatabase, stop_local
 from resources.warehouse import redshift_sql as rs
 from resources.warehouse.redshift import (
@@ -42,6 +43,7 @@ from resources.warehouse.redshift import (
     RedshiftCopy,
     RedshiftWarehouse,
     WarehouseRefused,
+    secret_credentials,
 )
 
 COLUMNS = {"trip_id": "int64", "fare": "decimal(12,2)", "pickup_at": "timestamp", "zone": "string",
@@ -192,7 +194,7 @@ def staged(lake: Path, zone: str, name: str, ids: list[int], *, delivered: int, 
         "_source_file": pa.array([name] * n, pa.string()),
         "_source_line": pa.array(list(range(2, n + 2)), pa.int64()),
     }
-    rel = f"staging/{zone}/trips/{key}/{version}.parquet"
+    rel = f"staging/{zone}/trips/{key}/{version}/part-0.parquet"  # the layout of assets.ingest
     (lake / rel).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(data), lake / rel)
     return PartitionVersion(zone, "trips", key, name, delivered, f"s3://{BUCKET}/{rel}",
@@ -335,6 +337,19 @@ def test_an_unreachable_warehouse_is_transient_and_the_password_stays_out(tmp_pa
     assert env["PLATFORM_WAREHOUSE_USER"] == "loader" and env["PLATFORM_WAREHOUSE_PORT"] == "1"
     # dbt scrubs DBT_ENV_SECRET_* values from its logs; the password travels nowhere else.
     assert [k for k, v in env.items() if SECRET in v] == ["DBT_ENV_SECRET_PLATFORM_WAREHOUSE_PASSWORD"]
+
+
+def test_credentials_come_from_the_secret_at_each_call(tmp_path: Path) -> None:
+    environ = {env_var("lake/redshift"): json.dumps({"username": "loader", "password": SECRET})}
+    creds = secret_credentials(LocalSecretStore(environ), "lake/redshift")
+    assert creds() == Credentials("loader", SECRET)
+    environ[env_var("lake/redshift")] = json.dumps({"username": "loader", "password": "rotated"})
+    wh = RedshiftWarehouse(host="h.example.com", database="lake", credentials=creds, copy_role_arn=ROLE,
+                           dbt_target="dev")
+    assert wh.dbt_environment(tmp_path)["DBT_ENV_SECRET_PLATFORM_WAREHOUSE_PASSWORD"] == "rotated"
+    environ[env_var("lake/redshift")] = json.dumps({"username": "loader"})
+    with pytest.raises(SecretMissing, match="no password"):
+        creds()
 
 
 def test_the_sync_result_carries_no_secret(pg: ServingDatabase, lake: Path, zone: str) -> None:

@@ -39,9 +39,9 @@ publish, or the next publish of that file name, completes or undoes what was lef
 then the records still describe the previous, committed state.
 
 Concurrency: publishes of different file names touch disjoint partitions and records, so they may
-run at once; two publishes of the same file name at once are not serialised here (the platform
-runs one staging run per partition key, and supersession between two deliveries of one name
-racing each other is resolved by the next publish of that name).
+run at once. Two publishes of the same file name at once are not serialised here (Glue offers no
+lock): each would miss the other's version, so with ``supersede`` both could stay in view until the
+next publish of that name reconciles them. The caller must serialise deliveries of one file name.
 """
 
 from __future__ import annotations
@@ -139,8 +139,10 @@ def _item_errors(errors: list[dict], doing: str, key: str = "PartitionValues") -
     detail = "; ".join(f"{'/'.join(e.get(key) or [])}: {e.get('ErrorDetail', {}).get('ErrorCode', '?')} "
                        f"{e.get('ErrorDetail', {}).get('ErrorMessage', '')}".rstrip() for e in errors)
     codes = {e.get("ErrorDetail", {}).get("ErrorCode") for e in errors}
-    cls = ResourceUnavailable if codes <= _TRANSIENT else TerminalError
-    raise cls(f"{doing}: {len(errors)} partition(s) failed: {detail}")
+    message = f"{doing}: {len(errors)} partition(s) failed: {detail}"
+    if codes <= _TRANSIENT:  # throttled or raced: a retry of the publish reconciles
+        raise ResourceUnavailable(message)
+    raise TerminalError(message)
 
 
 def _record_params(r: PartitionRecord) -> dict[str, str]:

@@ -385,7 +385,7 @@ class S3Store(FileStore):
         src_key, src_uri = source._key(*src), source.uri(*src)
         if self._head(key, f"landing {src_uri}") is not None:
             raise ObjectExists(f"{uri} already exists: it is written once and never replaced")
-        head = self._head(src_key, f"landing {src_uri}")
+        head = source._head(src_key, f"landing {src_uri}")
         if head is None:
             raise ObjectMissing(f"{src_uri} does not exist: nothing to land")
         size = int(head["ContentLength"])

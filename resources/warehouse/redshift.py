@@ -41,9 +41,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from core.errors import IntegrityError, ResourceBusy, ResourceUnavailable, TerminalError
+from core.errors import IntegrityError, ResourceBusy, ResourceUnavailable, SecretMissing, TerminalError
 from core.names import quote_ident
 from resources.catalog.base import PartitionRecord
+from resources.secrets.base import SecretStore
 from resources.warehouse import redshift_sql as rs
 from resources.warehouse.base import Warehouse
 
@@ -60,6 +61,20 @@ class Credentials:
 
     user: str
     password: str = field(repr=False)
+
+
+def secret_credentials(store: SecretStore, secret_name: str) -> Callable[[], Credentials]:
+    """The loader's credentials from a JSON secret with ``username`` and ``password`` (the format
+    Secrets Manager uses for Redshift), read at each call so a rotated password is picked up."""
+
+    def read() -> Credentials:
+        fields = store.get_fields(secret_name)
+        missing = [k for k in ("username", "password") if not (k in fields and fields[k].get_secret_value())]
+        if missing:
+            raise SecretMissing(f"secret {secret_name!r} has no {' or '.join(missing)} (its value is not shown)")
+        return Credentials(fields["username"].get_secret_value(), fields["password"].get_secret_value())
+
+    return read
 
 
 class CopyRunner(ABC):
