@@ -14,9 +14,11 @@ import boto3
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
+from aws_stand_in import deploy_stack
 from support import SAMPLES, dataset_defs, ingest
 
 from assets.ingest import LandingConfig
+from core.zones import load_zones
 from resources.environment import ENVIRONMENTS_DIR, load_environment, split_s3_uri
 from resources.platform import PlatformResource
 
@@ -32,23 +34,21 @@ def _samples(dataset_id: str) -> list[Path]:
 
 @pytest.fixture
 def test_env(aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The shipped test.yaml, on the stand-in: its key and buckets created as its stack would."""
+    """The shipped test.yaml on the stand-in, its resources created by deploying the stack that
+    ``cli infra render --env test`` generates (so the template and the code cannot disagree)."""
     d = tmp_path / "environments"
     shutil.copytree(ENVIRONMENTS_DIR, d)
     # Files are put whole, so the test need not wait for them to settle.
     (d / "test.yaml").write_text((d / "test.yaml").read_text().replace("settle_seconds: 30", "settle_seconds: 0"))
     monkeypatch.setenv("PLATFORM_ENVIRONMENTS_DIR", str(d))
     monkeypatch.setenv("PLATFORM_ENV", "test")
+    # The platform's clients act in the environment's account (moto keeps accounts apart).
+    monkeypatch.setenv("MOTO_ACCOUNT_ID", "222222222222")
     load_environment.cache_clear()
     env = load_environment("test", str(tmp_path / "home"), str(d))
-    region = env.aws.region
-    kms = boto3.client("kms", region_name=region)
-    key_id = kms.create_key(Description="lake key")["KeyMetadata"]["KeyId"]
-    kms.create_alias(AliasName=env.lake.kms_key_id, TargetKeyId=key_id)
-    s3 = boto3.client("s3", region_name=region)
-    for uri in (env.ingress.root, *env.lake.zones.values()):
-        s3.create_bucket(Bucket=split_s3_uri(uri)[0], CreateBucketConfiguration={"LocationConstraint": region})
-    yield env
+    # Bucket policies: see aws_stand_in.create_skipped_resources (evaluated in test_infra instead).
+    stack = deploy_stack(env, load_zones(), "lake-test", bucket_policies=False)
+    yield env, stack
     load_environment.cache_clear()
 
 
@@ -88,7 +88,7 @@ def _objects(env) -> dict[str, dict]:
 
 
 def test_samples_flow_on_the_stand_in_as_they_do_locally(test_env, tmp_path: Path) -> None:
-    env = test_env
+    env, stack = test_env
     platform = PlatformResource(environment="test")
     instance = dg.DagsterInstance.ephemeral()
     local_home = tmp_path / "local"
@@ -133,8 +133,7 @@ def test_samples_flow_on_the_stand_in_as_they_do_locally(test_env, tmp_path: Pat
     # left ingress once its bytes were in landing.
     objects = _objects(env)
     assert objects
-    key_arn = boto3.client("kms", region_name=env.aws.region).describe_key(KeyId=env.lake.kms_key_id)[
-        "KeyMetadata"]["Arn"]
+    key_arn = stack["outputs"]["LakeKeyArn"]
     for uri, head in objects.items():
         assert head.get("ServerSideEncryption") == "aws:kms", uri
         assert head.get("SSEKMSKeyId", "").endswith(env.lake.kms_key_id) or head.get("SSEKMSKeyId") == key_arn, uri
@@ -151,7 +150,7 @@ def test_samples_flow_on_the_stand_in_as_they_do_locally(test_env, tmp_path: Pat
 
 
 def test_landing_is_a_server_side_copy_with_the_content_hash(test_env) -> None:
-    env = test_env
+    env, _ = test_env
     path = _samples("mobility__taxi_zones")[0]
     _put_into_ingress(env, "mobility__taxi_zones", path)
     platform = PlatformResource(environment="test")

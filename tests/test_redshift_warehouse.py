@@ -30,7 +30,7 @@ import pytest
 import sqlglot
 import sqlglot.errors
 
-from core.errors import ConfigError, IntegrityError, InvalidName, ResourceUnavailable, SecretMissing
+from core.errors import ConfigError, IntegrityError, InvalidName, ResourceBusy, ResourceUnavailable, SecretMissing
 from core.paths import DBT_DIR
 from core.types import parse_type
 from resources.catalog.base import PartitionRecord, PartitionVersion
@@ -337,6 +337,21 @@ def test_an_unreachable_warehouse_is_transient_and_the_password_stays_out(tmp_pa
     assert env["PLATFORM_WAREHOUSE_USER"] == "loader" and env["PLATFORM_WAREHOUSE_PORT"] == "1"
     # dbt scrubs DBT_ENV_SECRET_* values from its logs; the password travels nowhere else.
     assert [k for k, v in env.items() if SECRET in v] == ["DBT_ENV_SECRET_PLATFORM_WAREHOUSE_PASSWORD"]
+
+
+@pytest.mark.parametrize(("log", "kind"), [
+    ("Database Error in model trips\n  1023\n  DETAIL:  Serializable isolation violation on table - 123", "busy"),
+    ("connection to server at \"h\" (10.0.0.1), port 5439 failed: Connection timed out", "unavailable"),
+    ("SSL SYSCALL error: EOF detected", "unavailable"),
+    ("Database Error in model trips: column \"x\" does not exist", None),
+    ("Failure in test not_null_trips_trip_id", None),
+])
+def test_dbt_failures_that_a_retry_can_fix_are_transient(log: str, kind: str | None) -> None:
+    wh = RedshiftWarehouse(host="h.example.com", database="lake", credentials=lambda: Credentials("u", SECRET),
+                           copy_role_arn=ROLE, dbt_target="dev")
+    error = wh.dbt_failure(log)
+    expected = {"busy": ResourceBusy, "unavailable": ResourceUnavailable, None: type(None)}[kind]
+    assert type(error) is expected and (error is None or error.retryable)
 
 
 def test_credentials_come_from_the_secret_at_each_call(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -41,7 +42,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from core.errors import IntegrityError, ResourceBusy, ResourceUnavailable, SecretMissing, TerminalError
+from core.errors import IntegrityError, PlatformError, ResourceBusy, ResourceUnavailable, SecretMissing, TerminalError
 from core.names import quote_ident
 from resources.catalog.base import PartitionRecord
 from resources.secrets.base import SecretStore
@@ -149,6 +150,15 @@ class RedshiftWarehouse(Warehouse):
                 "PLATFORM_WAREHOUSE_DATABASE": self.database, "PLATFORM_WAREHOUSE_USER": creds.user,
                 "DBT_ENV_SECRET_PLATFORM_WAREHOUSE_PASSWORD": creds.password}
 
+    def dbt_failure(self, log_text: str) -> PlatformError | None:
+        """A transient error when dbt failed on contention or a lost connection, not on a model."""
+        low = log_text.lower()
+        if m := _DBT_BUSY.search(low):
+            return ResourceBusy(f"dbt could not run on the warehouse {self.host}: {m.group(0)}")
+        if m := _DBT_UNAVAILABLE.search(low):
+            return ResourceUnavailable(f"dbt could not reach the warehouse {self.host}: {m.group(0)}")
+        return None
+
     # -- reads ----------------------------------------------------------------------------------
 
     def read_table(self, schema: str, table: str) -> pa.Table:
@@ -190,7 +200,8 @@ class RedshiftWarehouse(Warehouse):
             conn.commit()
 
             published = {r.version.partition_key: r for r in records if r.state == "published"}
-            to_load = [r for k, r in published.items() if loaded.get(k) != r.version.staging_uri]
+            to_load = sorted((r for k, r in published.items() if loaded.get(k) != r.version.staging_uri),
+                             key=lambda r: (r.version.delivered_at_ns, r.version.partition_key))
             to_remove = sorted(k for k in loaded if k not in published)
             # A partition superseded by one loaded now leaves in that load's transaction.
             superseded_by = {r.version.partition_key: r.superseded_by for r in records if r.state == "superseded"}
@@ -206,7 +217,7 @@ class RedshiftWarehouse(Warehouse):
             for key in alone:
                 self._transaction(conn, f"{what} removing {key}", rs.remove_partition(schema, table, key))
             rows = 0
-            for r in sorted(to_load, key=lambda r: (r.version.delivered_at_ns, r.version.partition_key)):
+            for r in to_load:
                 rows += self._load(conn, schema, table, columns, r, with_load.get(r.version.partition_key, []))
         unchanged = tuple(sorted(k for k, r in published.items() if loaded.get(k) == r.version.staging_uri))
         return SyncResult(schema, table, loaded=tuple(r.version.partition_key for r in to_load),
@@ -287,6 +298,11 @@ def _rollback(conn: Connection) -> None:
         conn.rollback()
 
 
+# What dbt-redshift logs when a retry can help (Redshift's error 1023, lock waits, a lost connection).
+_DBT_BUSY = re.compile(r"serializable isolation violation[^\n]*|could not obtain lock[^\n]*|deadlock detected[^\n]*")
+_DBT_UNAVAILABLE = re.compile(r"(could not connect to server|connection refused|connection timed out|"
+                              r"ssl syscall error|server closed the connection unexpectedly|"
+                              r"connection to server at [^\n]* failed)[^\n]*")
 _BUSY = (psycopg2.errors.SerializationFailure, psycopg2.errors.LockNotAvailable, psycopg2.errors.DeadlockDetected)
 
 
