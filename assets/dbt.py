@@ -23,7 +23,7 @@ from assets.policies import RETRY, WAREHOUSE_POOL, failure, platform_errors
 from core.errors import ConfigError
 from core.names import MODELLED_ZONES
 from core.paths import DBT_DIR
-from core.zones import load_zones
+from core.zones import all_datasets, load_zones
 from resources.platform import PlatformResource
 
 
@@ -188,7 +188,9 @@ def build_dbt_assets() -> dg.AssetsDefinition:
     def dbt_models(context: dg.AssetExecutionContext, platform: PlatformResource) -> Iterator[Any]:
         with platform_errors("building the modelled zones"):
             warehouse = platform.warehouse()
-            published = platform.catalog().published_tables()
+            catalog = platform.catalog()
+            published = catalog.published_tables()
+            warehouse.sync_staging(catalog, all_datasets())
         _, home = platform.location()
         dbt = DbtCliResource(project_dir=project, profiles_dir=str(DBT_DIR), target=warehouse.dbt_target,
                              dbt_executable=str(Path(sys.executable).parent / "dbt"))  # the venv's, PATH or not

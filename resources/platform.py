@@ -28,8 +28,6 @@ from resources.secrets import SecretStore
 from resources.serving.postgres import ServingDatabase
 from resources.warehouse.base import Warehouse
 
-_LATER = "arrives with the AWS environments issue"
-
 
 def _aws(env: Environment) -> AwsSession:
     if env.aws is None:
@@ -119,7 +117,8 @@ class PlatformResource(dg.ConfigurableResource):
         return GlueCatalog(_aws(env), cfg.database_prefix, schema_of)
 
     def warehouse(self) -> Warehouse:
-        cfg = self.env().warehouse
+        env = self.env()
+        cfg = env.warehouse
         if cfg.kind == "duckdb":
             from resources.catalog.duckdb import DuckDBCatalog
             from resources.warehouse.duckdb import DuckDBWarehouse
@@ -129,7 +128,13 @@ class PlatformResource(dg.ConfigurableResource):
                 raise NotAvailable("a duckdb warehouse reads the staging tables from a duckdb catalog")
             assert cfg.path
             return DuckDBWarehouse(cfg.path, catalog, cfg.dbt_target, lock_timeout_s=cfg.lock_timeout_seconds)
-        raise NotAvailable(f"environment {self.env().name!r}: the {cfg.kind} warehouse: {_LATER}")
+        from resources.warehouse.redshift import RedshiftCopy, RedshiftWarehouse, secret_credentials
+
+        assert cfg.host and cfg.database and cfg.secret_name and cfg.copy_role_arn  # validated
+        return RedshiftWarehouse(host=cfg.host, port=cfg.port, database=cfg.database, dbt_target=cfg.dbt_target,
+                                 copy_role_arn=cfg.copy_role_arn,
+                                 credentials=secret_credentials(self.secrets(), cfg.secret_name),
+                                 copy_runner=RedshiftCopy(cfg.copy_role_arn))
 
     def secrets(self) -> SecretStore:
         """Secrets by name: Secrets Manager in an AWS environment, the process environment locally

@@ -160,3 +160,39 @@ def test_landing_is_a_server_side_copy_with_the_content_hash(test_env) -> None:
     assert sha == digest
     with landing.open_input("x", path.name) as f:
         assert f.read() == path.read_bytes()
+
+
+def test_the_sensor_sees_every_object_across_listing_pages(test_env) -> None:
+    """1,050 objects (more than one ListObjectsV2 page) are all requested, 500 a tick, none twice;
+    the ones uploaded with a SHA256 checksum are identified without being downloaded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    env, _ = test_env
+    bucket, prefix = split_s3_uri(env.ingress.root)
+    s3 = boto3.client("s3", region_name=env.aws.region)
+
+    def put(i: int) -> None:
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/mobility/yellow_trips/yellow_tripdata_2024-03_part{i:05d}.csv",
+                      Body=f"VendorID\n{i}\n".encode(), ServerSideEncryption="aws:kms",
+                      SSEKMSKeyId=env.lake.kms_key_id, **({"ChecksumAlgorithm": "SHA256"} if i % 2 else {}))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, range(1050)))
+    platform = PlatformResource(environment="test")
+    instance = dg.DagsterInstance.ephemeral()
+    gets: list[str] = []
+    platform.ingress().client.meta.events.register(  # the platform's own (shared) S3 client
+        "before-call.s3.GetObject", lambda params, **_: gets.append(params["url_path"]))
+    cursor, seen, ticks = None, [], 0
+    while ticks < 5:
+        _, result = _run_sensor("mobility__yellow_trips", instance, platform, None if ticks == 0 else cursor)
+        cursor = result.cursor
+        ticks += 1
+        batch = [r.tags["platform/source_file"] for r in result.run_requests if "platform/source_file" in r.tags]
+        if not batch:
+            break
+        assert len(batch) <= env.sensors.max_files_per_tick
+        seen += batch
+    assert ticks == 4  # 500 + 500 + 50, then nothing new
+    assert len(seen) == len(set(seen)) == 1050
+    assert len(gets) == 525  # only the objects without a checksum were read, each once

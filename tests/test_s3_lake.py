@@ -317,3 +317,27 @@ def test_reading_fifty_megabytes_is_not_pathologically_slow(s3env) -> None:
     print(f"\n[s3] 50 MiB through open_input: {small_reads:.2f} s in 1 MiB reads, {large_reads:.2f} s in 8 MiB reads")
     assert h.hexdigest() == hashlib.sha256(data).hexdigest()
     assert small_reads < 30 and large_reads < 30
+
+
+def test_sha256_comes_from_the_full_object_checksum_without_reading_the_object(aws, tmp_path) -> None:
+    """An object uploaded with a SHA256 checksum is identified from HeadObject alone: the sensor
+    does not download it. Without one, it is read once."""
+    import hashlib
+
+    import boto3
+
+    from resources.aws import AwsSession
+    from resources.lake.s3 import S3Store
+
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(Bucket="checksum-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    body = b"VendorID,x\n1,2\n" * 1000
+    s3.put_object(Bucket="checksum-bucket", Key="in/with.csv", Body=body, ChecksumAlgorithm="SHA256")
+    s3.put_object(Bucket="checksum-bucket", Key="in/without.csv", Body=body)
+    store = S3Store("s3://checksum-bucket/in", AwsSession("eu-west-1"), "alias/k")
+    gets: list[str] = []
+    store.client.meta.events.register("before-call.s3.GetObject", lambda params, **_: gets.append(params["url_path"]))
+    assert store.sha256("with.csv") == hashlib.sha256(body).hexdigest()
+    assert gets == []
+    assert store.sha256("without.csv") == hashlib.sha256(body).hexdigest()
+    assert gets == ["/in/without.csv"]

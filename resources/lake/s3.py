@@ -217,6 +217,18 @@ class S3Store(FileStore):
         return _Writer(self, self._key(*parts), self.uri(*parts))  # type: ignore[return-value]
 
     def sha256(self, *parts: str) -> str:
+        """The object's sha256: from the full-object SHA256 checksum S3 keeps when the uploader sent
+        one (``aws s3 cp --checksum-algorithm SHA256``, SDK defaults), so the sensor reads nothing;
+        otherwise by reading the object once."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(*parts), ChecksumMode="ENABLED")
+        except _aws_errors() as e:
+            if _is_client_error(e) and status_code(e) == 404:
+                raise ObjectMissing(f"{self.uri(*parts)} does not exist") from None
+            raise translate(e, f"reading {self.uri(*parts)}") from e
+        known = _full_object_sha256(head)
+        if known is not None:
+            return known
         h = hashlib.sha256()
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(*parts))["Body"]

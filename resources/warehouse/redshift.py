@@ -44,7 +44,8 @@ import pyarrow.parquet as pq
 
 from core.errors import IntegrityError, PlatformError, ResourceBusy, ResourceUnavailable, SecretMissing, TerminalError
 from core.names import quote_ident
-from resources.catalog.base import PartitionRecord
+from core.zones import Dataset
+from resources.catalog.base import Catalog, PartitionRecord
 from resources.secrets.base import SecretStore
 from resources.warehouse import redshift_sql as rs
 from resources.warehouse.base import Warehouse
@@ -181,6 +182,13 @@ class RedshiftWarehouse(Warehouse):
         return out
 
     # -- loading the staging tables -------------------------------------------------------------
+
+    def sync_staging(self, catalog: Catalog, datasets: Sequence[Dataset]) -> None:
+        for ds in datasets:
+            records = catalog.partitions(ds.insight_zone, ds.name)
+            if records:
+                columns = {name: col.contract_type() for name, col in ds.spec.contract.columns.items()}
+                self.sync_partitions(ds.insight_zone, ds.name, records, columns)
 
     def sync_partitions(self, insight_zone: str, dataset: str, records: Sequence[PartitionRecord],
                         columns: rs.Columns) -> SyncResult:
