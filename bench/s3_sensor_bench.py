@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import platform as pyplatform
 import shutil
@@ -76,19 +77,20 @@ KMS_ALIAS = "alias/bench-lake"
 FOLDER = ("mobility", "yellow_trips")
 
 
-def upload(directory: Path, workers: int) -> int:
+def upload(directory: Path, workers: int, checksum_sha256: bool) -> int:
     """Upload every file of ``directory`` under ingress/mobility/yellow_trips/; returns the count."""
     import boto3
 
     names = sorted(p.name for p in directory.iterdir())
     local = threading.local()
+    extra = {"ChecksumAlgorithm": "SHA256"} if checksum_sha256 else {}
 
     def put(name: str) -> None:
         if not hasattr(local, "s3"):
             local.s3 = boto3.session.Session(region_name=REGION).client("s3")  # one client per thread
         local.s3.put_object(Bucket=BUCKET, Key=f"ingress/{'/'.join(FOLDER)}/{name}",
                             Body=(directory / name).read_bytes(),
-                            ServerSideEncryption="aws:kms", SSEKMSKeyId=KMS_ALIAS)
+                            ServerSideEncryption="aws:kms", SSEKMSKeyId=KMS_ALIAS, **extra)
 
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(put, names))
@@ -120,7 +122,36 @@ def tick(store: S3Store, cursor_json: str, max_files: int, known_keys: Iterable[
                 {"total": t3 - t0, "list": t1 - t0, "plan": t2 - t1, "dump": t3 - t2})
 
 
-def measure_s3(store: S3Store, max_files: int, repeat: int) -> dict[str, Any]:
+def handled_state(store: S3Store, local_dir: Path) -> tuple[str, list[str]]:
+    """The cursor and partitions the sensor has once it has handled every object: ``plan_tick``
+    over the S3 listing without a budget, hashing the identical local copies instead of GETting
+    each object (same bytes, same keys: the state a drain reaches, without n more requests)."""
+    from resources.lake.local import LocalStore
+
+    local = LocalStore(str(local_dir))
+    plan = plan_tick(list_files(store), Cursor(), now_ns=time.time_ns(), settle_seconds=0, max_files=sys.maxsize,
+                     pattern=PATTERN, known_keys=[], hash_file=lambda f: local.sha256(f.name))
+    return plan.cursor.dump(), [r.partition_key for r in plan.requests]
+
+
+def drain(store: S3Store, max_files: int) -> tuple[dict[str, Any], str, list[str]]:
+    """The backlog drained as the sensor would, tick after tick, carrying cursor and partitions over."""
+    cursor_json, known, times, hashed = "", [], [], 0
+    while True:
+        t = tick(store, cursor_json, max_files, known)
+        times.append(t.seconds["total"])
+        hashed += t.hashed
+        cursor_json = t.cursor_json
+        known += [r.partition_key for r in t.plan.requests]
+        if not t.plan.waiting:
+            break
+    figures = {"max_files_per_tick": max_files, "ticks": len(times), "requests": len(known), "files_hashed": hashed,
+               "median_ms": statistics.median(times) * 1e3, "max_ms": max(times) * 1e3,
+               "total_ms": sum(times) * 1e3, "runs_ms": [s * 1e3 for s in times], "measured": True}
+    return figures, cursor_json, known
+
+
+def measure_s3(store: S3Store, local_dir: Path, max_files: int, repeat: int, run_drain: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     listings = []
     for _ in range(repeat):
@@ -132,21 +163,19 @@ def measure_s3(store: S3Store, max_files: int, repeat: int) -> dict[str, Any]:
 
     first, figures = repeated(lambda: tick(store, "", max_files, []), repeat)
     out["first_tick"] = describe(first, figures) | {"max_files_per_tick": max_files}
+    print(f"S3 first tick: {figures['median_ms']:,.0f} ms median", file=sys.stderr, flush=True)
 
-    # Drain the backlog as the sensor would (every object hashed once, 500 a tick); its final cursor
-    # and partitions are the steady state. Cheaper than repeating an unlimited tick of n GETs.
-    cursor_json, known, times, hashed = "", [], [], 0
-    while True:
-        t = tick(store, cursor_json, max_files, known)
-        times.append(t.seconds["total"])
-        hashed += t.hashed
-        cursor_json = t.cursor_json
-        known += [r.partition_key for r in t.plan.requests]
-        if not t.plan.waiting:
-            break
-    out["drain"] = {"max_files_per_tick": max_files, "ticks": len(times), "requests": len(known),
-                    "files_hashed": hashed, "median_ms": statistics.median(times) * 1e3,
-                    "max_ms": max(times) * 1e3, "total_ms": sum(times) * 1e3, "runs_ms": [s * 1e3 for s in times]}
+    cursor_json, known = handled_state(store, local_dir)
+    if run_drain:
+        out["drain"], drained_cursor, drained_known = drain(store, max_files)
+        out["drain"]["same_state_as_steady_start"] = (Cursor.load(drained_cursor).files == Cursor.load(
+            cursor_json).files and sorted(drained_known) == sorted(known))
+    else:  # every drain tick but the last is a first tick's work (500 HEAD+GET pairs): estimate from it
+        ticks = -(-n // max_files)
+        per = out["first_tick"]["median_ms"]
+        out["drain"] = {"max_files_per_tick": max_files, "ticks": ticks, "requests": len(known), "files_hashed": n,
+                        "median_ms": per, "max_ms": per, "total_ms": per * n / max(first.hashed, 1),
+                        "measured": False}
 
     steady, figures = repeated(lambda: tick(store, cursor_json, max_files, known), repeat)
     out["steady_state"] = describe(steady, figures) | {"max_files_per_tick": max_files,
@@ -184,7 +213,9 @@ def markdown(s3: dict[str, Any], local: dict[str, Any], ratio: dict[str, float],
         row(f"steady state (all {files:,} in the cursor)", "steady_state"),
         row(f"listing alone ({-(-files // 1000)} ListObjectsV2 pages)", "list_files"),
         "",
-        f"Draining the {files:,}-object backlog at {max_files} per tick: S3 {d3['ticks']} ticks, "
+        f"Draining the {files:,}-object backlog at {max_files} per tick"
+        f"{'' if d3['measured'] else ' (S3 estimated from the first tick, not run; --drain runs it)'}: "
+        f"S3 {d3['ticks']} ticks, "
         f"{d3['median_ms']:,.0f} ms median per tick (slowest {d3['max_ms']:,.0f} ms), {d3['total_ms'] / 1e3:,.1f} s "
         f"in all; local {dl['ticks']} ticks, {dl['total_ms'] / 1e3:,.2f} s in all ({ratio['drain_total']:,.1f}×).",
     ]
@@ -201,6 +232,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"max_files_per_tick for the capped ticks (default {default_max}, the platform default)")
     p.add_argument("--repeat", type=int, default=3, help="runs of each tick kind (default 3)")
     p.add_argument("--upload-workers", type=int, default=16, help="upload threads (default 16)")
+    p.add_argument("--checksum-sha256", action="store_true",
+                   help="upload with ChecksumAlgorithm=SHA256, so S3Store.sha256 reads it from a HEAD (no GET); "
+                        "default: the SDK's default checksum (CRC32), so each hash is a HEAD and a GET")
+    p.add_argument("--drain", action="store_true",
+                   help="also drain the whole backlog in S3 (one HEAD+GET per object: ~n × 50 ms here)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--tmp-dir", type=Path, help="parent of the temporary local folder (default: system temp)")
     p.add_argument("--out-dir", type=Path, default=OUT_DIR, help="where s3_sensor_bench.json goes (default bench/out)")
@@ -210,6 +246,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     ingress = Path(tempfile.mkdtemp(prefix="s3_sensor_bench_", dir=args.tmp_dir))
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request would be measured too
     server = MotoServer()
     saved = {k: os.environ.get(k) for k in server.env()}
     os.environ.update(server.env())
@@ -226,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         boto3.client("s3", region_name=REGION).create_bucket(
             Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
         t0 = time.perf_counter()
-        uploaded = upload(ingress, args.upload_workers)
+        uploaded = upload(ingress, args.upload_workers, args.checksum_sha256)
         upload_s = time.perf_counter() - t0
         print(f"uploaded {uploaded:,} objects with {args.upload_workers} threads in {upload_s:.1f} s",
               file=sys.stderr, flush=True)
@@ -236,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"local figures in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         store = S3Store(f"s3://{BUCKET}/ingress", AwsSession(REGION), KMS_ALIAS)
         t0 = time.perf_counter()
-        s3 = measure_s3(store, args.max_files, args.repeat)
+        s3 = measure_s3(store, ingress, args.max_files, args.repeat, args.drain)
         print(f"S3 figures in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     finally:
         server.stop()
@@ -254,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:
         "ingress": {"files": args.files, "rows_per_file": args.rows_per_file, "bytes": total_bytes,
                     "pattern": PATTERN, "s3_prefix": f"s3://{BUCKET}/ingress/{'/'.join(FOLDER)}/"},
         "stand_in": "moto server over TLS, in this process (tests/aws_stand_in.MotoServer)",
-        "upload": {"objects": uploaded, "workers": args.upload_workers, "seconds": upload_s},
+        "upload": {"objects": uploaded, "workers": args.upload_workers, "seconds": upload_s,
+                   "checksum": "SHA256" if args.checksum_sha256 else "SDK default"},
         "settle_seconds": 0,
         "repeat": args.repeat,
         "machine": {"cpus": os.cpu_count(), "platform": pyplatform.platform(),

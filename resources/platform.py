@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
@@ -61,6 +62,12 @@ class PlatformResource(dg.ConfigurableResource):
     home: str | None = Field(
         default=None, description="PLATFORM_HOME for the local environment; default: $PLATFORM_HOME, else .platform/."
     )
+
+    # The one stand-in seam of the AWS path: offline, the Redshift warehouse is a PostgreSQL, which
+    # cannot run `COPY ... FROM 's3://...'`; "postgres_stdin" streams the staged object instead
+    # (resources.warehouse.redshift.PostgresStdinCopy). Everything around the COPY is unchanged.
+    warehouse_copy: Literal["redshift", "postgres_stdin"] = Field(
+        default="redshift", description="How staged files are copied into the warehouse (tests: postgres_stdin).")
 
     def location(self) -> tuple[str, Path]:
         """(environment name, PLATFORM_HOME)."""
@@ -128,13 +135,14 @@ class PlatformResource(dg.ConfigurableResource):
                 raise NotAvailable("a duckdb warehouse reads the staging tables from a duckdb catalog")
             assert cfg.path
             return DuckDBWarehouse(cfg.path, catalog, cfg.dbt_target, lock_timeout_s=cfg.lock_timeout_seconds)
-        from resources.warehouse.redshift import RedshiftCopy, RedshiftWarehouse, secret_credentials
+        from resources.warehouse.redshift import PostgresStdinCopy, RedshiftCopy, RedshiftWarehouse, secret_credentials
 
         assert cfg.host and cfg.database and cfg.secret_name and cfg.copy_role_arn  # validated
         return RedshiftWarehouse(host=cfg.host, port=cfg.port, database=cfg.database, dbt_target=cfg.dbt_target,
                                  copy_role_arn=cfg.copy_role_arn,
                                  credentials=secret_credentials(self.secrets(), cfg.secret_name),
-                                 copy_runner=RedshiftCopy(cfg.copy_role_arn))
+                                 copy_runner=RedshiftCopy(cfg.copy_role_arn) if self.warehouse_copy == "redshift"
+                                 else PostgresStdinCopy(self.lake().open_input))
 
     def secrets(self) -> SecretStore:
         """Secrets by name: Secrets Manager in an AWS environment, the process environment locally

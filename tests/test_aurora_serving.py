@@ -163,6 +163,14 @@ def _server_user() -> int | None:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[TlsServer]:
+    with tls_server() as s:
+        yield s
+
+
+@contextlib.contextmanager
+def tls_server() -> Iterator[TlsServer]:
+    """A PostgreSQL that accepts only verified-TLS connections (skips the test where no PostgreSQL
+    built with OpenSSL exists)."""
     bindir = _ssl_bindir()
     if bindir is None:
         pytest.skip("no PostgreSQL built with OpenSSL here (pgserver's is not; install Debian's postgresql)")

@@ -7,6 +7,7 @@ the local environment. Nothing in the asset code changes between the two: only t
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -16,9 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from aws_stand_in import deploy_stack
 from support import SAMPLES, dataset_defs, ingest
+from test_aurora_serving import DBNAME, PASSWORD, ROLE, tls_server
 
 from assets.ingest import LandingConfig
-from core.zones import load_zones
+from core.zones import all_datasets, load_zones
 from resources.environment import ENVIRONMENTS_DIR, load_environment, split_s3_uri
 from resources.platform import PlatformResource
 
@@ -147,6 +149,81 @@ def test_samples_flow_on_the_stand_in_as_they_do_locally(test_env, tmp_path: Pat
         assert table["StorageDescriptor"]["Location"].startswith("s3://acme-lake-test-staging/")
         parts = glue.get_partitions(DatabaseName=f"{env.catalog.database_prefix}staging_{zone}", TableName=name)
         assert len(parts["Partitions"]) == len(files), dataset_id
+
+
+@pytest.fixture(scope="module")
+def tls_postgres():
+    with tls_server() as s:
+        yield s
+
+
+@pytest.fixture
+def tls_stand_ins(test_env, tls_postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The warehouse and the serving database of test.yaml pointed at one real PostgreSQL that
+    requires verified TLS, their credentials in the stand-in's Secrets Manager (the secrets the
+    stack created as placeholders get their values, as an operator would)."""
+    import json
+
+    server = tls_postgres
+    env, stack = test_env
+    d = Path(os.environ["PLATFORM_ENVIRONMENTS_DIR"])
+    text = (d / "test.yaml").read_text()
+    text = text.replace(f"host: {env.warehouse.host}", "host: localhost").replace("port: 5439", f"port: {server.port}")
+    text = text.replace("database: lake", f"database: {DBNAME}").replace(env.serving.ca_bundle, str(server.ca_bundle))
+    (d / "test.yaml").write_text(text)
+    monkeypatch.setenv("PGSSLROOTCERT", str(server.ca_bundle))  # libpq's verify-full trust for the warehouse
+    load_environment.cache_clear()
+    sm = boto3.client("secretsmanager", region_name=env.aws.region)
+    sm.put_secret_value(SecretId=env.warehouse.secret_name, SecretString=json.dumps(
+        {"username": ROLE, "password": PASSWORD}))
+    sm.put_secret_value(SecretId=env.serving.secret_name, SecretString=server.secret())
+    yield load_environment("test")
+    load_environment.cache_clear()
+
+
+def test_staged_partitions_reach_the_warehouse_and_serving_over_tls(test_env, tls_stand_ins, capsys,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A delivery on S3 → landing → staging (Glue) → the warehouse through the Redshift code (COPY
+    replaced by the stand-in seam only) → serving, credentials from Secrets Manager, TLS verified;
+    the planted password appears in no event, log or output."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    env = tls_stand_ins
+    platform = PlatformResource(environment="test", warehouse_copy="postgres_stdin")
+    instance = dg.DagsterInstance.ephemeral()
+    for path in _samples("mobility__taxi_zones"):
+        _put_into_ingress(env, "mobility__taxi_zones", path)
+    defs, result = _run_sensor("mobility__taxi_zones", instance, platform, None)
+    staged = 0
+    for req in result.run_requests:
+        landing_op = "__".join(defs.landing.key.path)
+        cfg = req.run_config["ops"][landing_op]["config"]
+        run = dg.materialize([defs.landing, defs.staging], partition_key=req.partition_key, instance=instance,
+                             resources={"platform": platform}, run_config=dg.RunConfig(ops={landing_op: LandingConfig(
+                                 **cfg)}))
+        m = {e.event_specific_data.materialization.asset_key.path[0]: e.event_specific_data.materialization
+             for e in run.get_asset_materialization_events()}
+        staged += int(m["staging"].metadata["dagster/row_count"].value)
+    assert staged > 0
+    warehouse = platform.warehouse()
+    ds = next(d for d in all_datasets() if d.id == "mobility__taxi_zones")
+    warehouse.sync_staging(platform.catalog(), [ds])
+    table = warehouse.read_table("staging_mobility", "taxi_zones")
+    assert table.num_rows == staged
+    warehouse.sync_staging(platform.catalog(), [ds])  # idempotent
+    assert warehouse.read_table("staging_mobility", "taxi_zones").num_rows == staged
+    db = platform.serving()
+    served = db.export(table.select(["location_id", "borough"]), schema="mobility", name="zones_probe",
+                       key=["location_id"], column_types={"location_id": "integer", "borough": "text"})
+    assert served.rows == staged
+    with db.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        assert cur.fetchone()[0] is True
+    events = [str(e) for run_id in [r.run_id for r in instance.get_runs()] for e in instance.all_logs(run_id)]
+    out = capsys.readouterr()
+    for text in (*events, caplog.text, out.out, out.err, repr(warehouse), repr(db)):
+        assert PASSWORD not in text
 
 
 def test_landing_is_a_server_side_copy_with_the_content_hash(test_env) -> None:

@@ -187,7 +187,7 @@ class RedshiftWarehouse(Warehouse):
         for ds in datasets:
             records = catalog.partitions(ds.insight_zone, ds.name)
             if records:
-                columns = {name: col.contract_type() for name, col in ds.spec.contract.columns.items()}
+                columns = {name: col.contract_type for name, col in ds.spec.contract.columns.items()}
                 self.sync_partitions(ds.insight_zone, ds.name, records, columns)
 
     def sync_partitions(self, insight_zone: str, dataset: str, records: Sequence[PartitionRecord],
