@@ -34,6 +34,7 @@ bench: $(VENV)/.installed
 	$(PY) -m cli dbt-parse
 	$(PY) bench/staging_bench.py
 	$(PY) bench/sensor_bench.py
+	$(PY) bench/s3_sensor_bench.py
 	$(PY) bench/dbt_bench.py
 	$(PY) bench/serving_bench.py
 
