@@ -206,8 +206,8 @@ def markdown(s3: dict[str, Any], local: dict[str, Any], ratio: dict[str, float],
         f"in-process), against the same files on the local file system; {os.cpu_count()} CPUs, "
         f"Python {pyplatform.python_version()}. Upload of the {files:,} objects: {upload_s:,.1f} s.",
         "",
-        "| tick | objects listed | objects hashed (HEAD + GET each) | S3 median (ms) | S3 fastest (ms) | local median (ms) "
-        "| S3/local | cursor JSON (bytes) |",
+        "| tick | objects listed | objects hashed (HEAD + GET each) | S3 median (ms) | S3 fastest (ms) "
+        "| local median (ms) | S3/local | cursor JSON (bytes) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         row(f"first tick, max_files_per_tick = {max_files}", "first_tick"),
         row(f"steady state (all {files:,} in the cursor)", "steady_state"),

@@ -8,7 +8,8 @@
 - ``validate``: validate every environment and insight-zone declaration;
 - ``serving status|stop``: the local embedded PostgreSQL (serving zone): where to connect, or stop it;
 - ``infra render|check|diff``: an AWS environment's CloudFormation template, the review of its policies,
-  and the promotion review of two environments' declarations.
+  and the promotion review of two environments' declarations;
+- ``stand-in``: start the AWS stand-in (moto over TLS) with an environment's stack deployed, for a demo.
 """
 
 from __future__ import annotations
@@ -63,20 +64,23 @@ telemetry:
 
 
 def seed(home: str | None) -> int:
-    env = load_environment("local", home)
+    """The samples into the selected environment's ingress (a folder, or the S3 prefix)."""
+    from resources.platform import PlatformResource
+
+    platform = PlatformResource(home=home)
+    env, ingress = platform.env(), platform.ingress()
     count = 0
     for src in sorted(SAMPLES.glob("*/*/*")):
         if not src.is_file() or src.name.startswith((".", "README")):
             continue
         zone, dataset = src.parent.parent.name, src.parent.name
-        dest_dir = Path(env.ingress.root) / zone / dataset
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        # Copy under a temporary name, then rename: the sensor never sees a half-written file.
-        tmp = dest_dir / f".{src.name}.tmp"
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest_dir / src.name)
+        # Written under a temporary name, then published: the sensor never sees a half-written file.
+        tmp = (zone, dataset, f".{src.name}.tmp")
+        with ingress.open_output(*tmp) as out, src.open("rb") as f:
+            shutil.copyfileobj(f, out)
+        ingress.publish(tmp, (zone, dataset, src.name))
         count += 1
-        print(f"seeded {dest_dir / src.name}")
+        print(f"seeded {ingress.uri(zone, dataset, src.name)}")
     print(f"{count} sample files are in {env.ingress.root}; the sensors pick them up within seconds.")
     return 0
 
@@ -196,6 +200,36 @@ def infra(a: argparse.Namespace) -> int:
     return 0
 
 
+def stand_in(env_name: str, home: str | None) -> int:
+    """moto over TLS on a loopback port, the environment's stack deployed into it; prints what to
+    export, then serves until interrupted."""
+    import signal
+    import threading
+
+    from core.zones import load_zones
+    from infra.stand_in import MotoServer, deploy_stack
+
+    server = MotoServer()
+    os.environ.update(server.env())
+    env = load_environment(env_name, home)
+    if env.aws is None:
+        print(f"environment {env_name!r} is not an AWS environment", file=sys.stderr)
+        server.stop()
+        return 2
+    os.environ["MOTO_ACCOUNT_ID"] = env.aws.account_id
+    deploy_stack(env, load_zones(), f"lake-{env_name}", bucket_policies=False)
+    print(f"AWS stand-in for {env_name!r} at {server.endpoint}, stack lake-{env_name} deployed. In another shell:\n")
+    for key, value in {**server.env(), "PLATFORM_ENV": env_name}.items():
+        print(f"export {key}={value}")
+    print("\nthen `make run` (files go to the S3 ingress prefix). Ctrl-C stops the stand-in.")
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cli", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -229,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("b")
     for q in (r, c, d):
         q.add_argument("--home")
+    st = sub.add_parser("stand-in", help="start the AWS stand-in with an environment's stack, for a demo")
+    st.add_argument("--env", default="test")
+    st.add_argument("--home")
     a = p.parse_args(argv)
     try:
         if a.cmd == "seed":
@@ -251,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             return serving(a.action, a.home)
         if a.cmd == "infra":
             return infra(a)
+        if a.cmd == "stand-in":
+            return stand_in(a.env, a.home)
         return validate(a.home)
     except ConfigError as e:
         print(e, file=sys.stderr)
