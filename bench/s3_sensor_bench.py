@@ -192,7 +192,7 @@ def ratios(s3: dict[str, Any], local: dict[str, Any]) -> dict[str, float]:
 
 
 def markdown(s3: dict[str, Any], local: dict[str, Any], ratio: dict[str, float], files: int, total_bytes: int,
-             max_files: int, upload_s: float) -> str:
+             max_files: int, upload_s: float, checksum_sha256: bool) -> str:
     def row(label: str, key: str) -> str:
         a, b = s3[key], local[key]
         hashed = f"{a.get('files_hashed', 0):,}"
@@ -206,13 +206,16 @@ def markdown(s3: dict[str, Any], local: dict[str, Any], ratio: dict[str, float],
         f"in-process), against the same files on the local file system; {os.cpu_count()} CPUs, "
         f"Python {pyplatform.python_version()}. Upload of the {files:,} objects: {upload_s:,.1f} s.",
         "",
-        "| tick | objects listed | objects hashed (HEAD + GET each) | S3 median (ms) | S3 fastest (ms) "
+        "| tick | objects listed | objects hashed | S3 median (ms) | S3 fastest (ms) "
         "| local median (ms) | S3/local | cursor JSON (bytes) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         row(f"first tick, max_files_per_tick = {max_files}", "first_tick"),
         row(f"steady state (all {files:,} in the cursor)", "steady_state"),
         row(f"listing alone ({-(-files // 1000)} ListObjectsV2 pages)", "list_files"),
         "",
+        "Each hash is `S3Store.sha256`: a HEAD with ChecksumMode, "
+        + ("which gives the SHA256 checksum the objects were uploaded with (no GET)." if checksum_sha256 else
+           "then a GET, the objects having no SHA256 checksum (uploaded with the SDK's default, CRC32)."),
         f"Draining the {files:,}-object backlog at {max_files} per tick"
         f"{'' if d3['measured'] else ' (S3 estimated from the first tick, not run; --drain runs it)'}: "
         f"S3 {d3['ticks']} ticks, "
@@ -284,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
                 os.environ[k] = v
         shutil.rmtree(ingress, ignore_errors=True)
     ratio = ratios(s3, local)
-    table = markdown(s3, local, ratio, args.files, total_bytes, args.max_files, upload_s)
+    table = markdown(s3, local, ratio, args.files, total_bytes, args.max_files, upload_s, args.checksum_sha256)
     print(table)
     report = {
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -89,9 +89,22 @@ def _objects(env) -> dict[str, dict]:
     return out
 
 
-def test_samples_flow_on_the_stand_in_as_they_do_locally(test_env, tmp_path: Path) -> None:
-    env, stack = test_env
-    platform = PlatformResource(environment="test")
+def test_samples_flow_end_to_end_on_the_stand_ins_as_they_do_locally(test_env, tls_stand_ins, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PLATFORM_ENV=test`` end to end: every bundled sample from the S3 ingress prefix through
+    landing and staging (S3, Glue), with the same staged and quarantined rows as ``local``; then
+    the warehouse (the Redshift code; dbt's postgres target on the stand-in), ods and analytics, and
+    the serving tables, reached with Secrets Manager credentials over verified TLS."""
+    from test_modelled_zones import modelled_assets
+
+    from resources.pii import postgres_options
+
+    _, stack = test_env
+    env = tls_stand_ins
+    # The stand-in's PII key reaches PostgreSQL sessions as on the postgres target (resources/pii.py);
+    # Redshift reads it from its key table instead.
+    monkeypatch.setenv("PGOPTIONS", postgres_options("aws-stand-in-key"))
+    platform = PlatformResource(environment="test", warehouse_copy="postgres_stdin")
     instance = dg.DagsterInstance.ephemeral()
     local_home = tmp_path / "local"
     local_home.mkdir()
@@ -149,6 +162,22 @@ def test_samples_flow_on_the_stand_in_as_they_do_locally(test_env, tmp_path: Pat
         assert table["StorageDescriptor"]["Location"].startswith("s3://acme-lake-test-staging/")
         parts = glue.get_partitions(DatabaseName=f"{env.catalog.database_prefix}staging_{zone}", TableName=name)
         assert len(parts["Partitions"]) == len(files), dataset_id
+
+    # The modelled zones on the warehouse, and serving.
+    built = dg.materialize(modelled_assets(), instance=instance, resources={"platform": platform},
+                           raise_on_error=False)
+    failures = [e.message for e in built.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert built.success, failures
+    warehouse = platform.warehouse()
+    for dataset_id, files in staged_here.items():
+        zone, name = dataset_id.split("__")
+        rows = warehouse.row_counts({name: (f"staging_{zone}", name)})[name]
+        assert rows == sum(s for s, _ in files.values()), dataset_id
+    db = platform.serving()
+    served = {model: db.row_count(zone.name, model) for zone in load_zones() for model in zone.spec.serving}
+    assert served and all(n > 0 for n in served.values()), served
+    events = [str(e) for run in instance.get_runs() for e in instance.all_logs(run.run_id)]
+    assert not [e for e in events if PASSWORD in e]
 
 
 @pytest.fixture(scope="module")
@@ -274,44 +303,3 @@ def test_the_sensor_sees_every_object_across_listing_pages(test_env) -> None:
     assert ticks == 4  # 500 + 500 + 50, then nothing new
     assert len(seen) == len(set(seen)) == 1050
     assert len(gets) == 525  # only the objects without a checksum were read, each once
-
-
-def test_the_modelled_zones_build_on_the_warehouse_and_are_served(test_env, tls_stand_ins,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """``PLATFORM_ENV=test`` end to end: every bundled sample from the S3 ingress prefix through
-    staging (Glue), the warehouse (Redshift code; dbt's postgres target on the stand-in), ods and
-    analytics, to the serving tables, reached with Secrets Manager credentials over verified TLS."""
-    from test_modelled_zones import modelled_assets
-
-    from resources.pii import postgres_options
-
-    env = tls_stand_ins
-    # The stand-in's PII key reaches PostgreSQL sessions as on the postgres target (resources/pii.py);
-    # Redshift reads it from its key table instead.
-    monkeypatch.setenv("PGOPTIONS", postgres_options("aws-stand-in-key"))
-    platform = PlatformResource(environment="test", warehouse_copy="postgres_stdin")
-    instance = dg.DagsterInstance.ephemeral()
-    for dataset_id in DATASETS:
-        for path in _samples(dataset_id):
-            _put_into_ingress(env, dataset_id, path)
-        defs, result = _run_sensor(dataset_id, instance, platform, None)
-        for req in result.run_requests:
-            if req.job_name != defs.job.name:
-                continue
-            landing_op = "__".join(defs.landing.key.path)
-            cfg = req.run_config["ops"][landing_op]["config"]
-            dg.materialize([defs.landing, defs.staging], partition_key=req.partition_key, instance=instance,
-                           resources={"platform": platform}, raise_on_error=False,
-                           run_config=dg.RunConfig(ops={landing_op: LandingConfig(**cfg)}))
-    built = dg.materialize(modelled_assets(), instance=instance, resources={"platform": platform},
-                           raise_on_error=False)
-    failures = [e.message for e in built.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert built.success, failures
-    db = platform.serving()
-    served = {}
-    for zone in load_zones():
-        for model in zone.spec.serving:
-            served[model] = db.row_count(zone.name, model)
-    assert served and all(n > 0 for n in served.values()), served
-    events = [str(e) for run in instance.get_runs() for e in instance.all_logs(run.run_id)]
-    assert not [e for e in events if PASSWORD in e]

@@ -376,8 +376,8 @@ def test_the_sync_result_carries_no_secret(pg: ServingDatabase, lake: Path, zone
 # -- dbt ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", ["dev", pytest.param("test", marks=pytest.mark.slow),
-                                    pytest.param("prod", marks=pytest.mark.slow)])
+# dev, test and prod share one profile (a YAML anchor; prod only adds threads): parsing dev proves it.
+@pytest.mark.parametrize("target", ["dev"])
 def test_dbt_parse_for_the_redshift_targets(tmp_path: Path, target: str) -> None:
     """As ``python -m cli dbt-parse`` runs dbt, with the target's environment values (dummies:
     parse never connects) and its own target path, so dbt_project/target is left alone."""
