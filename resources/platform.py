@@ -141,6 +141,8 @@ class PlatformResource(dg.ConfigurableResource):
         return RedshiftWarehouse(host=cfg.host, port=cfg.port, database=cfg.database, dbt_target=cfg.dbt_target,
                                  copy_role_arn=cfg.copy_role_arn,
                                  credentials=secret_credentials(self.secrets(), cfg.secret_name),
+                                 pii_key=(lambda: self.secrets().get(pii_secret)) if (pii_secret := env.secrets.pii_key)
+                                 else None,
                                  copy_runner=RedshiftCopy(cfg.copy_role_arn) if self.warehouse_copy == "redshift"
                                  else PostgresStdinCopy(self.lake().open_input))
 

@@ -25,6 +25,7 @@ from resources.environment import ENVIRONMENTS_DIR, load_environment, split_s3_u
 from resources.platform import PlatformResource
 
 pytestmark = pytest.mark.slow
+PII_KEY = "Pl4nted-pii-key-of-the-test-environment"
 
 DATASETS = ("mobility__yellow_trips", "mobility__taxi_zones", "finance__expense_reports")
 
@@ -207,6 +208,7 @@ def tls_stand_ins(test_env, tls_postgres, tmp_path: Path, monkeypatch: pytest.Mo
     sm.put_secret_value(SecretId=env.warehouse.secret_name, SecretString=json.dumps(
         {"username": ROLE, "password": PASSWORD}))
     sm.put_secret_value(SecretId=env.serving.secret_name, SecretString=server.secret())
+    sm.put_secret_value(SecretId=env.secrets.pii_key, SecretString=PII_KEY)
     yield load_environment("test")
     load_environment.cache_clear()
 
@@ -241,6 +243,8 @@ def test_staged_partitions_reach_the_warehouse_and_serving_over_tls(test_env, tl
     warehouse.sync_staging(platform.catalog(), [ds])
     table = warehouse.read_table("staging_mobility", "taxi_zones")
     assert table.num_rows == staged
+    # The PII key table redshift__keyed_hash reads, provisioned from Secrets Manager.
+    assert warehouse.read_table("platform_secrets", "pii_key").column("pii_key").to_pylist() == [PII_KEY]
     warehouse.sync_staging(platform.catalog(), [ds])  # idempotent
     assert warehouse.read_table("staging_mobility", "taxi_zones").num_rows == staged
     db = platform.serving()
@@ -253,7 +257,7 @@ def test_staged_partitions_reach_the_warehouse_and_serving_over_tls(test_env, tl
     events = [str(e) for run_id in [r.run_id for r in instance.get_runs()] for e in instance.all_logs(run_id)]
     out = capsys.readouterr()
     for text in (*events, caplog.text, out.out, out.err, repr(warehouse), repr(db)):
-        assert PASSWORD not in text
+        assert PASSWORD not in text and PII_KEY not in text
 
 
 def test_landing_is_a_server_side_copy_with_the_content_hash(test_env) -> None:

@@ -63,7 +63,8 @@ def all_statements() -> list[rs.Statement]:
     return [rs.create_schema(schema), rs.create_staging_table(schema, table, COLUMNS), rs.create_loads_table(schema),
             rs.create_load_table(table, COLUMNS), rs.copy_from_s3(table, uri, ROLE),
             *rs.merge_partition(schema, table, COLUMNS, "a.csv@0123456789abcdef", uri, 10, now),
-            *rs.remove_partition(schema, table, "a.csv@0123456789abcdef"), rs.loaded_partitions(schema, table)]
+            *rs.remove_partition(schema, table, "a.csv@0123456789abcdef"), rs.loaded_partitions(schema, table),
+            *rs.provision_pii_key("a key with ' quotes")]
 
 
 @pytest.mark.parametrize("statement", all_statements(), ids=lambda s: s[0][:40])

@@ -25,7 +25,8 @@
 
 {#
   Redshift has no session variables: the key is a one-row table readable only by the platform's
-  dbt user (var pii_key_relation), provisioned from Secrets Manager by the AWS wiring. Untested here.
+  dbt user (var pii_key_relation), provisioned from Secrets Manager before each dbt run
+  (RedshiftWarehouse.provision_pii_key). This macro itself runs on Redshift only: untested here.
 #}
 {% macro redshift__keyed_hash(column) -%}
     sha2((select pii_key from {{ var('pii_key_relation', 'platform_secrets.pii_key') }}) || '|' || cast({{ column }} as varchar), 256)

@@ -41,6 +41,7 @@ import psycopg2.extensions
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from pydantic import SecretStr
 
 from core.errors import IntegrityError, PlatformError, ResourceBusy, ResourceUnavailable, SecretMissing, TerminalError
 from core.names import quote_ident
@@ -131,13 +132,15 @@ class SyncResult:
 class RedshiftWarehouse(Warehouse):
     def __init__(self, *, host: str, database: str, credentials: Callable[[], Credentials], copy_role_arn: str,
                  dbt_target: str, port: int = 5439, sslmode: str = "verify-full", connect_timeout_s: int = 30,
-                 connect: Callable[[], Connection] | None = None, copy_runner: CopyRunner | None = None):
+                 connect: Callable[[], Connection] | None = None, copy_runner: CopyRunner | None = None,
+                 pii_key: Callable[[], SecretStr] | None = None):
         self.host, self.port, self.database = host, int(port), database
         self.dbt_target = dbt_target
         self.sslmode, self.connect_timeout_s = sslmode, connect_timeout_s
         self._credentials = credentials  # called at connect time: a rotated secret is picked up
         self._connect = connect or self._connect_psycopg2
         self.copy_runner = copy_runner or RedshiftCopy(copy_role_arn)
+        self._pii_key = pii_key  # read at sync time from the secret store, like the credentials
 
     def __repr__(self) -> str:
         return f"RedshiftWarehouse({self.host!r}, {self.database!r})"
@@ -184,11 +187,18 @@ class RedshiftWarehouse(Warehouse):
     # -- loading the staging tables -------------------------------------------------------------
 
     def sync_staging(self, catalog: Catalog, datasets: Sequence[Dataset]) -> None:
+        if self._pii_key is not None:
+            self.provision_pii_key(self._pii_key())
         for ds in datasets:
             records = catalog.partitions(ds.insight_zone, ds.name)
             if records:
                 columns = {name: col.contract_type for name, col in ds.spec.contract.columns.items()}
                 self.sync_partitions(ds.insight_zone, ds.name, records, columns)
+
+    def provision_pii_key(self, key: SecretStr) -> None:
+        """The key table ``redshift__keyed_hash`` reads (one transaction; the key a bound value)."""
+        with self._session("provisioning the PII key table") as conn:
+            self._transaction(conn, "platform_secrets.pii_key", rs.provision_pii_key(key.get_secret_value()))
 
     def sync_partitions(self, insight_zone: str, dataset: str, records: Sequence[PartitionRecord],
                         columns: rs.Columns) -> SyncResult:

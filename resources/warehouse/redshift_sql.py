@@ -174,3 +174,18 @@ def _key(partition_key: object) -> str:
     if not isinstance(partition_key, str) or not re.fullmatch(r"[A-Za-z0-9._@-]{1,256}", partition_key):
         raise InvalidName(f"invalid partition key {partition_key!r}")
     return partition_key
+
+
+# The PII hashing key (resources/pii.py): Redshift has no session variables, so the dbt macro
+# ``redshift__keyed_hash`` reads it from this one-row table, readable only by its owner (the
+# platform's warehouse user, which dbt runs as). The key is a bound parameter, never SQL text.
+PII_KEY_SCHEMA, PII_KEY_TABLE = "platform_secrets", "pii_key"
+
+
+def provision_pii_key(key: str) -> list[Statement]:
+    schema, table = quote_ident(PII_KEY_SCHEMA), f"{quote_ident(PII_KEY_SCHEMA)}.{quote_ident(PII_KEY_TABLE)}"
+    return [(f"CREATE SCHEMA IF NOT EXISTS {schema}", ()),
+            (f"REVOKE ALL ON SCHEMA {schema} FROM PUBLIC", ()),
+            (f"CREATE TABLE IF NOT EXISTS {table} (pii_key varchar(256) NOT NULL)", ()),
+            (f"DELETE FROM {table}", ()),
+            (f"INSERT INTO {table} (pii_key) VALUES (%s)", (key,))]
