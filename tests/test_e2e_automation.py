@@ -79,7 +79,7 @@ def test_published_partitions_flow_to_serving_and_failed_ones_do_not(dev: Dagste
                what="serving materialised by automation")
     print(f"\n[e2e] drop → served by automation: {time.monotonic() - start:.1f} s")
     runs = automation_runs(dev)
-    assert runs and all(r["status"] in ("SUCCESS", "STARTED", "QUEUED", "NOT_STARTED") for r in runs), runs
+    assert runs and all(r["status"] in ("SUCCESS", "STARTING", "STARTED", "QUEUED", "NOT_STARTED") for r in runs), runs
     wait_until(lambda: all(r["status"] == "SUCCESS" for r in automation_runs(dev)), timeout_s=120, interval_s=2,
                what="every automation run succeeded")
     assert materialized(dev, ["ods", "mobility", "trips"]) >= 1
