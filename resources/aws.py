@@ -10,12 +10,14 @@ client at a stand-in, so the tests exercise exactly the production code path.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import PlatformError, ResourceUnavailable, TerminalError
 
 RETRIES = {"mode": "standard", "max_attempts": 5}
+REFRESH_BEFORE_S = 300
 _TRANSIENT_CODES = {"Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
                     "ServiceUnavailable", "SlowDown", "InternalError", "InternalFailure",
                     "ConcurrentModificationException", "OperationTimeoutException"}
@@ -28,15 +30,17 @@ class AwsSession:
     session_name: str = "lake-platform"
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _expires_at: float | None = field(default=None, repr=False)  # of assumed-role credentials
 
     def _session(self) -> Any:
         import boto3
 
         base = boto3.session.Session(region_name=self.region)
         if not self.role_arn:
-            return base
+            return base  # the default chain refreshes its own credentials
         creds = base.client("sts", config=self._config()).assume_role(
             RoleArn=self.role_arn, RoleSessionName=self.session_name)["Credentials"]
+        self._expires_at = creds["Expiration"].timestamp()
         return boto3.session.Session(region_name=self.region, aws_access_key_id=creds["AccessKeyId"],
                                      aws_secret_access_key=creds["SecretAccessKey"],
                                      aws_session_token=creds["SessionToken"])
@@ -51,6 +55,11 @@ class AwsSession:
         """One client per service and configuration (boto3 clients are thread-safe)."""
         key = f"{service}:{sorted(config.items())}"
         with self._lock:
+            # Assumed-role credentials last an hour; a long-lived process (the daemon's sensors)
+            # assumes the role again, with new clients, five minutes before they expire.
+            if self._expires_at is not None and time.time() > self._expires_at - REFRESH_BEFORE_S:
+                self._clients.clear()
+                self._expires_at = None
             if key not in self._clients:
                 if "session" not in self._clients:
                     self._clients["session"] = self._session()
