@@ -138,8 +138,7 @@ def test_samples_flow_end_to_end_on_the_stand_ins_as_they_do_locally(test_env, t
                     aws_rows = pq.read_table(f)
                 local_rows = pq.read_table(str(m_local[zone].metadata["dagster/uri"].value))
                 assert aws_rows.num_rows == local_rows.num_rows, (name, zone)
-                assert aws_rows.drop_columns(["_source_file"]).equals(local_rows.drop_columns(["_source_file"])) \
-                    if "_source_file" in aws_rows.column_names else aws_rows.equals(local_rows)
+                assert aws_rows.equals(local_rows), (name, zone)
             staged_here[dataset_id][name] = (int(m_aws["staging"].metadata["dagster/row_count"].value),
                                              int(m_aws["quarantine"].metadata["dagster/row_count"].value))
 
