@@ -160,6 +160,7 @@ class WarehouseConfig(Strict):
     database: str | None = None
     secret_name: str | None = None
     copy_role_arn: str | None = None
+    ca_bundle: str | None = None  # redshift: the CA bundle TLS (verify-full) is checked against
 
     @model_validator(mode="after")
     def _kind_fields(self) -> WarehouseConfig:

@@ -139,7 +139,7 @@ class PlatformResource(dg.ConfigurableResource):
 
         assert cfg.host and cfg.database and cfg.secret_name and cfg.copy_role_arn  # validated
         return RedshiftWarehouse(host=cfg.host, port=cfg.port, database=cfg.database, dbt_target=cfg.dbt_target,
-                                 copy_role_arn=cfg.copy_role_arn,
+                                 copy_role_arn=cfg.copy_role_arn, ca_bundle=cfg.ca_bundle,
                                  credentials=secret_credentials(self.secrets(), cfg.secret_name),
                                  pii_key=(lambda: self.secrets().get(pii_secret)) if (pii_secret := env.secrets.pii_key)
                                  else None,

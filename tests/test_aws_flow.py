@@ -223,9 +223,10 @@ def tls_stand_ins(test_env, tls_postgres, tmp_path: Path, monkeypatch: pytest.Mo
     text = (d / "test.yaml").read_text()
     text = text.replace(f"host: {env.warehouse.host}", "host: localhost").replace("port: 5439", f"port: {server.port}")
     text = text.replace("database: lake", f"database: {DBNAME}").replace(env.serving.ca_bundle, str(server.ca_bundle))
+    text = text.replace(env.warehouse.ca_bundle, str(server.ca_bundle))
     text = text.replace("dbt_target: test", "dbt_target: aws_stand_in")  # dbt-postgres on the stand-in
     (d / "test.yaml").write_text(text)
-    monkeypatch.setenv("PGSSLROOTCERT", str(server.ca_bundle))  # libpq's verify-full trust for the warehouse
+    monkeypatch.setenv("PGSSLROOTCERT", str(server.ca_bundle))  # dbt-postgres's verify-full trust (the stand-in target)
     load_environment.cache_clear()
     sm = boto3.client("secretsmanager", region_name=env.aws.region)
     sm.put_secret_value(SecretId=env.warehouse.secret_name, SecretString=json.dumps(
@@ -245,6 +246,7 @@ def test_staged_partitions_reach_the_warehouse_and_serving_over_tls(test_env, tl
 
     caplog.set_level(logging.DEBUG)
     env = tls_stand_ins
+    os.environ.pop("PGSSLROOTCERT")  # the warehouse's own ca_bundle is what verify-full checks against
     platform = PlatformResource(environment="test", warehouse_copy="postgres_stdin")
     instance = dg.DagsterInstance.ephemeral()
     for path in _samples("mobility__taxi_zones"):

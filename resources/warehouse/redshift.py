@@ -133,10 +133,13 @@ class RedshiftWarehouse(Warehouse):
     def __init__(self, *, host: str, database: str, credentials: Callable[[], Credentials], copy_role_arn: str,
                  dbt_target: str, port: int = 5439, sslmode: str = "verify-full", connect_timeout_s: int = 30,
                  connect: Callable[[], Connection] | None = None, copy_runner: CopyRunner | None = None,
-                 pii_key: Callable[[], SecretStr] | None = None):
+                 pii_key: Callable[[], SecretStr] | None = None, ca_bundle: str | None = None):
         self.host, self.port, self.database = host, int(port), database
         self.dbt_target = dbt_target
         self.sslmode, self.connect_timeout_s = sslmode, connect_timeout_s
+        # The CA that verify-full checks the server against (Redshift's: the Amazon trust bundle);
+        # None leaves it to libpq (PGSSLROOTCERT, else ~/.postgresql/root.crt).
+        self.ca_bundle = ca_bundle
         self._credentials = credentials  # called at connect time: a rotated secret is picked up
         self._connect = connect or self._connect_psycopg2
         self.copy_runner = copy_runner or RedshiftCopy(copy_role_arn)
@@ -275,6 +278,7 @@ class RedshiftWarehouse(Warehouse):
         try:
             return psycopg2.connect(host=self.host, port=self.port, dbname=self.database, user=creds.user,
                                     password=creds.password, sslmode=self.sslmode,
+                                    **({"sslrootcert": self.ca_bundle} if self.ca_bundle else {}),
                                     connect_timeout=self.connect_timeout_s, application_name="lake-platform")
         except psycopg2.Error as e:
             # libpq names host, port and user, not the password; redact it anyway.
