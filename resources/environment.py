@@ -278,8 +278,7 @@ def _locations(data: dict[str, Any]) -> set[str]:
             out.add(value)
     if isinstance(host := get("warehouse", "host"), str):
         out.add(f"host:{host}")
-    if isinstance(account := get("aws", "account_id"), str | int):
-        out.add(f"aws-account:{account}")
+    # Not the account: environments may share one (told apart by prefix, buckets, key and secrets).
     if isinstance(prefix := get("aws", "resource_prefix"), str):
         out.add(f"aws-prefix:{prefix}")
     for key in (("warehouse", "secret_name"), ("secrets", "pii_key"), ("lake", "kms_key_id")):

@@ -4,10 +4,6 @@ finds the server through ``AWS_ENDPOINT_URL`` only."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from infra.stand_in import (  # noqa: F401 - re-exported for the tests
     STAND_IN_ENV,
     MotoServer,
@@ -16,19 +12,3 @@ from infra.stand_in import (  # noqa: F401 - re-exported for the tests
     deploy_stack,
     secret_string,
 )
-
-
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-

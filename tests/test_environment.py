@@ -150,7 +150,7 @@ def test_aws_section_required_for_aws_backends(env_dir: Path, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("shared", ["acme-lake-prod/warehouse", "alias/acme-lake-prod", "acme-lake-prod/pii-key"])
-def test_secrets_keys_and_accounts_are_not_shared(env_dir: Path, tmp_path: Path, shared: str) -> None:
+def test_secrets_and_keys_are_not_shared(env_dir: Path, tmp_path: Path, shared: str) -> None:
     path = env_dir / "test.yaml"
     text = path.read_text()
     old = {"acme-lake-prod/warehouse": "acme-lake-test/warehouse", "alias/acme-lake-prod": "alias/acme-lake-test",
@@ -158,3 +158,11 @@ def test_secrets_keys_and_accounts_are_not_shared(env_dir: Path, tmp_path: Path,
     path.write_text(text.replace(old, shared, 1))
     with pytest.raises(ConfigError, match="which belongs to environment 'prod'"):
         load_environment("test", str(tmp_path), str(env_dir))
+
+
+def test_environments_may_share_an_account(env_dir: Path, tmp_path: Path) -> None:
+    """One account for test and prod is a legitimate setup: they are told apart by their prefix,
+    buckets, key and secrets, which stay refused when shared."""
+    path = env_dir / "test.yaml"
+    path.write_text(path.read_text().replace("222222222222", "333333333333"))
+    assert load_environment("test", str(tmp_path), str(env_dir)).aws.account_id == "333333333333"
