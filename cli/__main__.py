@@ -7,8 +7,8 @@
 - ``dbt-parse``: write the dbt manifest that the Dagster definitions load;
 - ``validate``: validate every environment and insight-zone declaration;
 - ``serving status|stop``: the local embedded PostgreSQL (serving zone): where to connect, or stop it;
-- ``infra render|check|diff``: an AWS environment's CloudFormation template, the review of its policies,
-  and the promotion review of two environments' declarations;
+- ``infra render|check|grants|diff``: an AWS environment's CloudFormation template, the review of its
+  policies, the analysts' database grants (SQL), and the promotion review of two environments' declarations;
 - ``stand-in``: start the AWS stand-in (moto over TLS) with an environment's stack deployed, for a demo.
 """
 
@@ -189,6 +189,11 @@ def infra(a: argparse.Namespace) -> int:
             print(f"{'ok  ' if ok else 'FAIL'} {case.what}: {decision.effect} ({decision.reason})")
         print(f"{failed} of the expectations failed" if failed else "every expectation holds")
         return 1 if failed else 0
+    if a.action == "grants":
+        from infra.grants import grants, to_sql
+
+        sys.stdout.write(to_sql(env, a.database, grants(env, load_zones(), a.database, a.platform_user)))
+        return 0
     from infra.cloudformation import render, to_json, to_yaml
 
     text = (to_yaml if a.format == "yaml" else to_json)(render(env, load_zones()))
@@ -258,10 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, help="write the template here instead of standard output")
     c = isub.add_parser("check", help="evaluate the template's policies against the expected access")
     c.add_argument("--env", required=True)
+    gr = isub.add_parser("grants", help="the SQL an administrator runs for the analysts' database grants")
+    gr.add_argument("--env", required=True)
+    gr.add_argument("--database", choices=["warehouse", "serving"], required=True)
+    gr.add_argument("--platform-user", required=True, help="the database user the platform connects as")
     d = isub.add_parser("diff", help="what differs in substance between two environments' declarations")
     d.add_argument("a")
     d.add_argument("b")
-    for q in (r, c, d):
+    for q in (r, c, gr, d):
         q.add_argument("--home")
     st = sub.add_parser("stand-in", help="start the AWS stand-in with an environment's stack, for a demo")
     st.add_argument("--env", default="test")

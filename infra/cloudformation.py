@@ -30,6 +30,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from core.access import pii_datasets
 from core.errors import ConfigError
 from core.names import LAKE_ZONES, schema_name
 from core.zones import InsightZone
@@ -58,11 +59,6 @@ def bucket_logical_id(zone: str) -> str:
 def role_logical_id(kind: str, insight_zone: str | None = None) -> str:
     """``platform`` / ``redshift_copy`` / (``analyst`` | ``dbt``, insight zone) → the role's logical id."""
     return f"{_camel(insight_zone or '')}{_camel(kind)}Role"
-
-
-def pii_datasets(zone: InsightZone) -> list[str]:
-    """Names of the zone's datasets whose contract declares at least one PII column."""
-    return [d.name for d in zone.datasets if any(c.pii for c in d.spec.contract.columns.values())]
 
 
 def glue_databases(env: Environment, zones: Iterable[InsightZone]) -> list[str]:

@@ -21,6 +21,7 @@ from test_aurora_serving import DBNAME, PASSWORD, ROLE, tls_server
 
 from assets.ingest import LandingConfig
 from core.zones import all_datasets, load_zones
+from infra.grants import grants
 from resources.environment import ENVIRONMENTS_DIR, load_environment, split_s3_uri
 from resources.platform import PlatformResource
 
@@ -90,12 +91,15 @@ def _objects(env) -> dict[str, dict]:
     return out
 
 
-def test_samples_flow_end_to_end_on_the_stand_ins_as_they_do_locally(test_env, tls_stand_ins, tmp_path: Path,
+def test_samples_flow_end_to_end_on_the_stand_ins_as_they_do_locally(test_env, tls_stand_ins, tls_postgres,
+                                                                      tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """``PLATFORM_ENV=test`` end to end: every bundled sample from the S3 ingress prefix through
     landing and staging (S3, Glue), with the same staged and quarantined rows as ``local``; then
     the warehouse (the Redshift code; dbt's postgres target on the stand-in), ods and analytics, and
-    the serving tables, reached with Secrets Manager credentials over verified TLS."""
+    the serving tables, reached with Secrets Manager credentials over verified TLS; each zone's
+    analysts read their own zone only, and no raw PII column (the grants of ``cli infra grants``
+    and the warehouse's column grants)."""
     from test_modelled_zones import modelled_assets
 
     from resources.pii import postgres_options
@@ -178,6 +182,33 @@ def test_samples_flow_end_to_end_on_the_stand_ins_as_they_do_locally(test_env, t
     assert served and all(served.values()), served
     events = [str(e) for run in instance.get_runs() for e in instance.all_logs(run.run_id)]
     assert not [e for e in events if PASSWORD in e]
+    # Analysts read their own zone's staging (never a raw PII column), ods, analytics and serving.
+    server = tls_postgres
+    readable = {
+        ("analyst_finance", 'SELECT "expense_date", "amount", "_source_line" FROM staging_finance.expense_reports'),
+        ("analyst_finance", "SELECT * FROM ods_finance.expense_lines"),
+        ("analyst_finance", "SELECT * FROM ods_finance.stg_finance__expense_reports"),  # a view: hashed keys
+        ("analyst_finance", "SELECT * FROM analytics_finance.monthly_spend_by_cost_centre"),
+        ("analyst_finance", "SELECT * FROM finance.monthly_spend_by_cost_centre"),
+        ("analyst_mobility", "SELECT * FROM staging_mobility.yellow_trips"),  # no PII column
+        ("analyst_mobility", "SELECT * FROM ods_mobility.trips"),
+        ("analyst_mobility", "SELECT * FROM mobility.daily_trips_by_borough"),
+    }
+    refused = {
+        ("analyst_finance", "SELECT employee_email FROM staging_finance.expense_reports"),
+        ("analyst_finance", "SELECT employee_id FROM staging_finance.expense_reports"),
+        ("analyst_finance", "SELECT * FROM staging_finance.expense_reports"),
+        ("analyst_finance", "SELECT * FROM staging_finance._platform_loads"),
+        ("analyst_finance", "SELECT * FROM platform_secrets.pii_key"),
+        ("analyst_finance", "SELECT * FROM ods_mobility.trips"),
+        ("analyst_finance", "SELECT * FROM staging_mobility.yellow_trips"),
+        ("analyst_finance", "SELECT * FROM mobility.daily_trips_by_borough"),
+        ("analyst_mobility", "SELECT * FROM ods_finance.expense_lines"),
+        ("analyst_mobility", "SELECT * FROM finance.monthly_spend_by_cost_centre"),
+    }
+    assert {q: _as_analyst(server, *q) for q in readable} == {q: "ok" for q in readable}
+    outcomes = {q: _as_analyst(server, *q) for q in refused}
+    assert all(o.startswith("permission denied") for o in outcomes.values()), outcomes
     # The same served rows as the local environment's build of the same samples.
     local = PlatformResource(environment="local", home=str(local_home))
     try:
@@ -193,6 +224,28 @@ def test_samples_flow_end_to_end_on_the_stand_ins_as_they_do_locally(test_env, t
         from resources.serving import stop_local
 
         stop_local(local_home)
+
+
+def _roles_exist(cur) -> bool:
+    cur.execute("SELECT count(*) FROM pg_roles WHERE rolname IN ('analyst_mobility', 'analyst_finance')")
+    return cur.fetchone()[0] == 2
+
+
+def _as_analyst(server, group: str, query: str) -> str:
+    """``ok`` if the zone's analysts may run ``query``, else PostgreSQL's refusal."""
+    import psycopg2
+
+    conn = server.admin()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SET ROLE {group}")
+            cur.execute(query)
+            cur.fetchall()
+        return "ok"
+    except psycopg2.errors.InsufficientPrivilege as e:
+        return str(e).splitlines()[0]
+    finally:
+        conn.close()
 
 
 def _rows(db, schema: str, table: str) -> list[tuple]:
@@ -233,7 +286,18 @@ def tls_stand_ins(test_env, tls_postgres, tmp_path: Path, monkeypatch: pytest.Mo
         {"username": ROLE, "password": PASSWORD}))
     sm.put_secret_value(SecretId=env.serving.secret_name, SecretString=server.secret())
     sm.put_secret_value(SecretId=env.secrets.pii_key, SecretString=PII_KEY)
-    yield load_environment("test")
+    environment = load_environment("test")
+    # The administrator's one-time SQL (cli infra grants); one server holds both databases here.
+    admin = server.admin()
+    with admin.cursor() as cur:
+        if _roles_exist(cur):  # an earlier test of this module made them (the server is shared)
+            cur.execute("DROP OWNED BY analyst_mobility, analyst_finance")
+            cur.execute("DROP ROLE analyst_mobility, analyst_finance")
+        for database in ("warehouse", "serving"):
+            for statement in grants(environment, load_zones(), database, ROLE):
+                cur.execute(statement)
+    admin.close()
+    yield environment
     load_environment.cache_clear()
 
 

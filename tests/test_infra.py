@@ -121,6 +121,41 @@ def test_cli_render_json_and_yaml(tmp_path: Path) -> None:
     assert yaml.safe_load(target.read_text()) == template
 
 
+def test_grants_follow_the_zones() -> None:
+    """The administrator's SQL: a group per zone, its schemas, future ods/analytics tables readable,
+    no schema-wide read of staging (the warehouse grants it column by column, without PII)."""
+    from infra.grants import grants
+
+    env, zones = load_environment("prod"), load_zones()
+    code, out = _cli("infra", "grants", "--env", "prod", "--database", "warehouse", "--platform-user", "lake_platform")
+    assert code == 0
+    statements = grants(env, zones, "warehouse", "lake_platform")
+    assert out.splitlines()[2:] == [f"{s};" for s in statements]
+    for z in zones:
+        assert f'CREATE GROUP "analyst_{z.name}"' in statements
+        for zone in ("ods", "analytics"):
+            assert (f'ALTER DEFAULT PRIVILEGES FOR USER "lake_platform" IN SCHEMA "{zone}_{z.name}" GRANT SELECT '
+                    f'ON TABLES TO GROUP "analyst_{z.name}"') in statements
+        assert not [s for s in statements if f'SCHEMA "staging_{z.name}" TO' in s and "SELECT" in s]
+    assert not [s for s in statements if "quarantine" in s or "landing" in s]
+    serving = grants(env, zones, "serving", "lake_platform")
+    served = [z.name for z in zones if z.spec.serving]
+    assert served and all(f'ALTER DEFAULT PRIVILEGES FOR USER "lake_platform" IN SCHEMA "{n}" GRANT SELECT ON '
+                          f'TABLES TO "analyst_{n}"' in serving for n in served)
+
+
+def test_grants_refuse_a_local_environment_and_an_injected_user() -> None:
+    from core.errors import ConfigError, InvalidName
+    from infra.grants import grants
+
+    with pytest.raises(ConfigError, match="not redshift"):
+        grants(load_environment("local"), load_zones(), "warehouse", "lake_platform")
+    with pytest.raises(ConfigError, match="not aurora_postgres"):
+        grants(load_environment("local"), load_zones(), "serving", "lake_platform")
+    with pytest.raises(InvalidName):
+        grants(load_environment("prod"), load_zones(), "warehouse", 'x"; drop table y; --')
+
+
 # -- the evaluator itself ----------------------------------------------------------------------------
 def test_policy_evaluator_rules() -> None:
     allow = {"Statement": [{"Effect": "Allow", "Action": "s3:Get*", "Resource": "arn:aws:s3:::b/a/*"}]}

@@ -64,7 +64,8 @@ def all_statements() -> list[rs.Statement]:
             rs.create_load_table(table, COLUMNS), rs.copy_from_s3(table, uri, ROLE),
             *rs.merge_partition(schema, table, COLUMNS, "a.csv@0123456789abcdef", uri, 10, now),
             *rs.remove_partition(schema, table, "a.csv@0123456789abcdef"), rs.loaded_partitions(schema, table),
-            *rs.provision_pii_key("a key with ' quotes")]
+            *rs.provision_pii_key("a key with ' quotes"),
+            *rs.grant_readers(schema, table, COLUMNS, "analyst_mobility", frozenset({"zone"}))]
 
 
 @pytest.mark.parametrize("statement", all_statements(), ids=lambda s: s[0][:40])
@@ -121,6 +122,8 @@ EVIL = 'x"; drop table y; --'
     lambda: rs.copy_from_s3("trips", f"s3://{BUCKET}/k/v.parquet", "arn:aws:iam::123:role/r"),
     lambda: RedshiftCopy("arn:aws:iam::123456789012:role/r'; drop table y; --"),
     lambda: rs.create_staging_table("staging_mobility", "trips", {"a": "varchar); drop table y; --"}),
+    lambda: rs.grant_readers("staging_mobility", "trips", COLUMNS, EVIL, frozenset()),
+    lambda: rs.grant_readers("staging_mobility", "trips", {EVIL: "string"}, "analyst_x", frozenset()),
 ], ids=lambda f: "")
 def test_injections_are_refused(build) -> None:  # noqa: ANN001
     with pytest.raises((InvalidName, ConfigError)):
@@ -366,6 +369,39 @@ def test_credentials_come_from_the_secret_at_each_call(tmp_path: Path) -> None:
     environ[env_var("lake/redshift")] = json.dumps({"username": "loader"})
     with pytest.raises(SecretMissing, match="no password"):
         creds()
+
+
+def test_analysts_read_every_column_but_the_pii_ones(pg: ServingDatabase, lake: Path, zone: str) -> None:
+    """Column grants on a real PostgreSQL: the zone's group reads the table without its PII
+    columns; a column that becomes PII is revoked on the next sync; a missing group names the fix."""
+    group = f"analyst_{zone}"[:63]
+    query(pg, f'DROP ROLE IF EXISTS "{group}"')
+    wh = warehouse(pg, lake)
+    a = staged(lake, zone, "a.csv", [1, 2], delivered=1)
+    with pytest.raises(WarehouseRefused, match=r"does not exist.*python -m cli infra grants"):
+        wh.sync_partitions(zone, "trips", [rec(a)], COLUMNS, readers=(group, frozenset({"zone"})))
+    assert query(pg, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (f"staging_{zone}",)) == [(0,)]
+    query(pg, f'CREATE GROUP "{group}"')
+    try:
+        wh.sync_partitions(zone, "trips", [rec(a)], COLUMNS, readers=(group, frozenset()))
+
+        def as_group(sql: str) -> str:
+            try:
+                query(pg, f'SET ROLE "{group}"; {sql}')
+                return "ok"
+            except psycopg2.errors.InsufficientPrivilege:
+                return "denied"
+
+        table = f'"staging_{zone}"."trips"'
+        assert as_group(f"SELECT zone, trip_id FROM {table}") == "ok"
+        wh.sync_partitions(zone, "trips", [rec(a)], COLUMNS, readers=(group, frozenset({"zone", "fare"})))
+        assert as_group(f"SELECT trip_id, _source_line, _partition_key FROM {table}") == "ok"
+        assert as_group(f"SELECT zone FROM {table}") == "denied"
+        assert as_group(f"SELECT fare FROM {table}") == "denied"
+        assert as_group(f"SELECT * FROM {table}") == "denied"
+        assert as_group(f'SELECT * FROM "staging_{zone}"."_platform_loads"') == "denied"
+    finally:
+        query(pg, f'DROP OWNED BY "{group}"; DROP ROLE "{group}"')
 
 
 def test_the_sync_result_carries_no_secret(pg: ServingDatabase, lake: Path, zone: str) -> None:

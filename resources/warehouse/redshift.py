@@ -43,6 +43,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import SecretStr
 
+from core.access import analyst_group, pii_columns
 from core.errors import IntegrityError, PlatformError, ResourceBusy, ResourceUnavailable, SecretMissing, TerminalError
 from core.names import quote_ident
 from core.zones import Dataset
@@ -196,7 +197,8 @@ class RedshiftWarehouse(Warehouse):
             records = catalog.partitions(ds.insight_zone, ds.name)
             if records:
                 columns = {name: col.contract_type for name, col in ds.spec.contract.columns.items()}
-                self.sync_partitions(ds.insight_zone, ds.name, records, columns)
+                readers = (analyst_group(ds.insight_zone), pii_columns(ds))
+                self.sync_partitions(ds.insight_zone, ds.name, records, columns, readers=readers)
 
     def provision_pii_key(self, key: SecretStr) -> None:
         """The key table ``redshift__keyed_hash`` reads (one transaction; the key a bound value)."""
@@ -204,8 +206,9 @@ class RedshiftWarehouse(Warehouse):
             self._transaction(conn, "platform_secrets.pii_key", rs.provision_pii_key(key.get_secret_value()))
 
     def sync_partitions(self, insight_zone: str, dataset: str, records: Sequence[PartitionRecord],
-                        columns: rs.Columns) -> SyncResult:
-        """Make ``staging_<insight_zone>.<dataset>`` hold exactly the published partitions' rows."""
+                        columns: rs.Columns, *, readers: tuple[str, frozenset[str]] | None = None) -> SyncResult:
+        """Make ``staging_<insight_zone>.<dataset>`` hold exactly the published partitions' rows;
+        ``readers``: the zone's analysts' group and the columns it may not select (core/access.py)."""
         schema, table = rs.staging_relation(insight_zone, dataset)
         what = f"{schema}.{table}"
         for r in records:
@@ -213,8 +216,9 @@ class RedshiftWarehouse(Warehouse):
                 raise IntegrityError(f"{what}: partition {r.version.partition_key} belongs to "
                                      f"{r.version.insight_zone}.{r.version.dataset}")
         with self._session(f"syncing {what}") as conn:
+            grants = rs.grant_readers(schema, table, columns, *readers) if readers else []
             self._transaction(conn, what, [rs.create_schema(schema), rs.create_staging_table(schema, table, columns),
-                                           rs.create_loads_table(schema)])
+                                           rs.create_loads_table(schema), *grants])
             with conn.cursor() as cur:
                 cur.execute(*rs.loaded_partitions(schema, table))
                 loaded = {key: uri for key, uri in cur.fetchall()}
@@ -334,4 +338,8 @@ def _raise_translated(e: psycopg2.Error, doing: str) -> NoReturn:
         raise ResourceBusy(f"warehouse busy while {doing}: {text}") from e
     if isinstance(e, psycopg2.OperationalError | psycopg2.InterfaceError):
         raise ResourceUnavailable(f"warehouse unavailable while {doing}: {text}") from e
+    if isinstance(e, psycopg2.errors.UndefinedObject) and "analyst_" in text:
+        raise WarehouseRefused(f"the warehouse refused {doing}: {text}. The analysts' groups are created by an "
+                               "administrator with the SQL of `python -m cli infra grants --env <env> "
+                               "--database warehouse`") from e
     raise WarehouseRefused(f"the warehouse refused {doing}: {text}") from e

@@ -85,6 +85,28 @@ def create_staging_table(schema: str, table: str, columns: Columns) -> Statement
     return f"CREATE TABLE IF NOT EXISTS {quote_ident(schema)}.{quote_ident(table)} ({', '.join(cols)})", ()
 
 
+def staging_columns(columns: Columns) -> list[str]:
+    """Names of a staging table's columns, in order (contract, system, partition key)."""
+    return [c.strip('"') for c, _ in _typed(columns)] + [PARTITION_KEY]
+
+
+def grant_readers(schema: str, table: str, columns: Columns, group: str, hidden: frozenset[str]) -> list[Statement]:
+    """The analysts' group reads every column of the staging table but ``hidden`` (its PII
+    columns): column grants. Table-wide grants and grants on hidden columns are revoked first, in
+    the same transaction, so a column that became PII stops being readable. Groups exist in
+    Redshift and PostgreSQL alike (``TO GROUP g``); ``cli infra grants`` creates them, not this."""
+    t, g = f"{quote_ident(schema)}.{quote_ident(table)}", quote_ident(check_ident(group, "group"))
+    names = staging_columns(columns)  # validated: contract columns are identifiers, the rest the platform's
+    readable = ", ".join(f'"{c}"' for c in names if c not in hidden)
+    out = [(f"GRANT USAGE ON SCHEMA {quote_ident(schema)} TO GROUP {g}", ()),
+           (f"REVOKE SELECT ON TABLE {t} FROM GROUP {g}", ())]
+    if hidden & set(names):
+        cols = ", ".join(f'"{c}"' for c in names if c in hidden)
+        out.append((f"REVOKE SELECT ({cols}) ON TABLE {t} FROM GROUP {g}", ()))
+    out.append((f"GRANT SELECT ({readable}) ON TABLE {t} TO GROUP {g}", ()))
+    return out
+
+
 def create_loads_table(schema: str) -> Statement:
     return (f"CREATE TABLE IF NOT EXISTS {quote_ident(schema)}.{_q(LOADS_TABLE)} ("
             f"\"dataset\" varchar(64) NOT NULL, \"{PARTITION_KEY}\" {PARTITION_KEY_TYPE} NOT NULL, "
