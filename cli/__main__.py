@@ -9,7 +9,8 @@
 - ``serving status|stop``: the local embedded PostgreSQL (serving zone): where to connect, or stop it;
 - ``infra render|check|grants|diff``: an AWS environment's CloudFormation template, the review of its
   policies, the analysts' database grants (SQL), and the promotion review of two environments' declarations;
-- ``stand-in``: start the AWS stand-in (moto over TLS) with an environment's stack deployed, for a demo.
+- ``stand-in``: start the AWS stand-ins (moto over TLS with an environment's stack, PostgreSQL as Redshift
+  and Aurora) for a demo.
 """
 
 from __future__ import annotations
@@ -205,33 +206,36 @@ def infra(a: argparse.Namespace) -> int:
     return 0
 
 
-def stand_in(env_name: str, home: str | None) -> int:
-    """moto over TLS on a loopback port, the environment's stack deployed into it; prints what to
-    export, then serves until interrupted."""
+def stand_in(env_name: str, home: str | None, settle_seconds: int | None) -> int:
+    """Every AWS system of the environment on this machine (infra.stand_in.demo); writes the
+    variables to source into ``<PLATFORM_HOME>/stand-in/<env>.env``, then serves until interrupted."""
+    import logging
+    import shlex
     import signal
     import threading
 
-    from core.zones import load_zones
-    from infra.stand_in import MotoServer, deploy_stack
+    from infra.stand_in import demo
 
-    server = MotoServer()
-    os.environ.update(server.env())
-    env = load_environment(env_name, home)
-    if env.aws is None:
-        print(f"environment {env_name!r} is not an AWS environment", file=sys.stderr)
-        server.stop()
-        return 2
-    os.environ["MOTO_ACCOUNT_ID"] = env.aws.account_id
-    deploy_stack(env, load_zones(), f"lake-{env_name}", bucket_policies=False)
-    print(f"AWS stand-in for {env_name!r} at {server.endpoint}, stack lake-{env_name} deployed. In another shell:\n")
-    for key, value in {**server.env(), "PLATFORM_ENV": env_name}.items():
-        print(f"export {key}={value}")
-    print("\nthen `make run` (files go to the S3 ingress prefix). Ctrl-C stops the stand-in.")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request of the stand-in
+    platform_home = resolve(home=home)[1]
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stop.wait()
-    server.stop()
+    with demo(env_name, platform_home, settle_seconds=settle_seconds) as exports:
+        # Set here, not earlier: starting the stand-ins installs other handlers (pgserver's).
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a closed terminal stops them too
+            signal.signal(sig, lambda *_: stop.set())
+        env_file = platform_home / "stand-in" / f"{env_name}.env"
+        tmp = env_file.with_suffix(".tmp")
+        tmp.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in exports.items()))
+        tmp.chmod(0o600)  # it holds the stand-in's throwaway PII key
+        tmp.replace(env_file)  # whole or absent: a script may wait for it
+        print(f"AWS stand-in for {env_name!r}: moto at {exports['AWS_ENDPOINT_URL']} with the stack lake-{env_name}, "
+              "PostgreSQL (TLS only) as Redshift and Aurora, secrets set, analysts' grants applied.\n"
+              f"In another shell:\n\n    source {env_file}\n    make run\n\n"
+              "The samples go to the S3 ingress prefix and flow to serving. Ctrl-C stops the stand-in.", flush=True)
+        try:
+            stop.wait()
+        finally:
+            env_file.unlink(missing_ok=True)
     return 0
 
 
@@ -275,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("stand-in", help="start the AWS stand-in with an environment's stack, for a demo")
     st.add_argument("--env", default="test")
     st.add_argument("--home")
+    st.add_argument("--settle-seconds", type=int, help="override the environment's sensors.settle_seconds")
     a = p.parse_args(argv)
     try:
         if a.cmd == "seed":
@@ -298,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "infra":
             return infra(a)
         if a.cmd == "stand-in":
-            return stand_in(a.env, a.home)
+            return stand_in(a.env, a.home, a.settle_seconds)
         return validate(a.home)
     except ConfigError as e:
         print(e, file=sys.stderr)

@@ -1,6 +1,7 @@
 """The AWS stand-in: moto in server mode, over TLS, on a free loopback port, reached over real
 HTTP(S) by endpoint only (``AWS_ENDPOINT_URL``, ``AWS_CA_BUNDLE``), and the environment's stack
-deployed into it. The tests use it, and ``python -m cli stand-in`` starts it for a demo.
+deployed into it; with :func:`demo`, also the PostgreSQL stand-in for Redshift and Aurora
+(infra/pg_stand_in.py). The tests use them, and ``python -m cli stand-in`` starts them for a demo.
 
 It needs moto (installed with the pinned requirements); nothing in the platform's run path
 imports this module.
@@ -8,9 +9,15 @@ imports this module.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+
+from core.errors import ConfigError
 
 STAND_IN_ENV = {
     # Fake, static credentials: moto accepts any; nothing here is a real account's.
@@ -163,3 +170,82 @@ def deploy_stack(env, zones, name: str, *, bucket_policies: bool = True) -> dict
     create_skipped_resources(template, refs, {(key_lid, "Arn"): outputs["LakeKeyArn"]}, client,
                              bucket_policies=bucket_policies)
     return {"outputs": outputs, "physical": physical, "template": template}
+
+
+# -- the whole demo: every AWS system of an environment, on this machine -----------------------------
+STAND_IN_DBT_TARGET = "aws_stand_in"  # dbt-postgres with the warehouse's connection values (profiles.yml)
+PLATFORM_USER = "lake_platform"
+
+
+def _stand_in_environment(source: Path, target: Path, env_name: str, pg, settle_seconds: int | None) -> None:  # noqa: ANN001
+    """A copy of the environment files where ``env_name``'s warehouse and serving point at the
+    PostgreSQL stand-in (host, port, CA bundle; dbt's stand-in target). Everything else, names of
+    buckets, key, secrets and roles included, is the declaration as shipped."""
+    import yaml
+
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    path = target / f"{env_name}.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["warehouse"] |= {"host": "localhost", "port": pg.port, "ca_bundle": str(pg.ca_bundle),
+                          "dbt_target": STAND_IN_DBT_TARGET}
+    data["serving"] |= {"ca_bundle": str(pg.ca_bundle)}
+    if settle_seconds is not None:
+        data.setdefault("sensors", {})["settle_seconds"] = settle_seconds
+    path.write_text("# Written by `python -m cli stand-in`: the shipped declaration, its warehouse and serving\n"
+                    "# pointed at the local PostgreSQL stand-in.\n" + yaml.safe_dump(data, sort_keys=False))
+
+
+@contextlib.contextmanager
+def demo(env_name: str, home: Path, *, settle_seconds: int | None = None) -> Iterator[dict[str, str]]:
+    """moto over TLS with the environment's stack deployed, and one TLS-only PostgreSQL standing in
+    for both Redshift and Aurora (the secrets the stack created get their values, the
+    administrator's grants of ``cli infra grants`` are applied). Yields the variables a shell
+    needs to run the platform against them (``PLATFORM_WAREHOUSE_COPY=postgres_stdin`` is the one
+    stand-in seam: PostgreSQL cannot COPY from S3)."""
+    import secrets as random
+
+    from core.zones import load_zones
+    from infra.grants import grants
+    from infra.pg_stand_in import tls_server
+    from resources.environment import environments_dir, load_environment
+    from resources.pii import postgres_options
+
+    home.mkdir(parents=True, exist_ok=True)
+    server = MotoServer()
+    saved = {k: os.environ.get(k) for k in (*server.env(), "MOTO_ACCOUNT_ID")}
+    try:
+        os.environ.update(server.env())
+        source = environments_dir()
+        env = load_environment(env_name, str(home), str(source))
+        if env.aws is None:
+            raise ConfigError(f"environment {env_name!r} is not an AWS environment")
+        # Requests without moto's account header (the platform's) act in the environment's account.
+        os.environ["MOTO_ACCOUNT_ID"] = env.aws.account_id
+        deploy_stack(env, load_zones(), f"lake-{env_name}", bucket_policies=False)
+        with tls_server(role=PLATFORM_USER, database=env.warehouse.database or "lake") as pg:
+            directory = home / "stand-in" / "environments"
+            _stand_in_environment(source, directory, env_name, pg, settle_seconds)
+            pii_key = random.token_urlsafe(32)
+            sm = clients(env.aws.region, env.aws.account_id)("secretsmanager")
+            sm.put_secret_value(SecretId=env.warehouse.secret_name,
+                                SecretString=json.dumps({"username": pg.role, "password": pg.password}))
+            sm.put_secret_value(SecretId=env.serving.secret_name, SecretString=pg.secret())
+            sm.put_secret_value(SecretId=env.secrets.pii_key, SecretString=pii_key)
+            admin = pg.admin()
+            with admin.cursor() as cur:
+                for database in ("warehouse", "serving"):
+                    for statement in grants(env, load_zones(), database, pg.role):
+                        cur.execute(statement)
+            admin.close()
+            yield {**server.env(), "MOTO_ACCOUNT_ID": env.aws.account_id, "PLATFORM_ENV": env_name,
+                   "PLATFORM_ENVIRONMENTS_DIR": str(directory), "PLATFORM_WAREHOUSE_COPY": "postgres_stdin",
+                   # dbt-postgres (the stand-in target): verify-full against the stand-in's CA, and the
+                   # PII key as a session setting, as on the postgres target (resources/pii.py).
+                   "PGSSLROOTCERT": str(pg.ca_bundle), "PGOPTIONS": postgres_options(pii_key)}
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -14,12 +14,11 @@ import os
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
-from core.errors import NotAvailable
+from core.errors import ConfigError, NotAvailable
 from core.names import LAKE_ZONES
 from resources.aws import AwsSession
 from resources.catalog.base import Catalog
@@ -66,8 +65,9 @@ class PlatformResource(dg.ConfigurableResource):
     # The one stand-in seam of the AWS path: offline, the Redshift warehouse is a PostgreSQL, which
     # cannot run `COPY ... FROM 's3://...'`; "postgres_stdin" streams the staged object instead
     # (resources.warehouse.redshift.PostgresStdinCopy). Everything around the COPY is unchanged.
-    warehouse_copy: Literal["redshift", "postgres_stdin"] = Field(
-        default="redshift", description="How staged files are copied into the warehouse (tests: postgres_stdin).")
+    warehouse_copy: str | None = Field(
+        default=None, description="How staged files are copied into the warehouse; default: "
+        "$PLATFORM_WAREHOUSE_COPY, else redshift (postgres_stdin: the offline stand-in only).")
 
     def location(self) -> tuple[str, Path]:
         """(environment name, PLATFORM_HOME)."""
@@ -143,8 +143,15 @@ class PlatformResource(dg.ConfigurableResource):
                                  credentials=secret_credentials(self.secrets(), cfg.secret_name),
                                  pii_key=(lambda: self.secrets().get(pii_secret)) if (pii_secret := env.secrets.pii_key)
                                  else None,
-                                 copy_runner=RedshiftCopy(cfg.copy_role_arn) if self.warehouse_copy == "redshift"
+                                 copy_runner=RedshiftCopy(cfg.copy_role_arn) if self._copy() == "redshift"
                                  else PostgresStdinCopy(self.lake().open_input))
+
+    def _copy(self) -> str:
+        copy = self.warehouse_copy or os.environ.get("PLATFORM_WAREHOUSE_COPY") or "redshift"
+        if copy not in ("redshift", "postgres_stdin"):
+            raise ConfigError(f"warehouse copy {copy!r} (PlatformResource.warehouse_copy or PLATFORM_WAREHOUSE_COPY): "
+                              "must be redshift or postgres_stdin")
+        return copy
 
     def secrets(self) -> SecretStore:
         """Secrets by name: Secrets Manager in an AWS environment, the process environment locally

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import yaml
 from aws_stand_in import clients, create_skipped_resources
-from support import REPO
 
 from cli.__main__ import main
 from core.zones import load_zones
@@ -320,50 +319,3 @@ def test_diff_of_a_renamed_copy_is_empty(env_dir: Path) -> None:
     assert code == 0 and "differ only in their names" in out
     assert diff(dev, load_environment("prod", None, str(env_dir))) == []  # the shipped files agree too
     assert "catalog.kind: 'glue' (dev) → 'duckdb' (local)" in diff(dev, load_environment("local", None, str(env_dir)))
-
-
-@pytest.mark.slow
-def test_the_stand_in_command_serves_the_stack_and_seed_fills_the_s3_ingress(tmp_path: Path) -> None:
-    """The demo path the README documents: `python -m cli stand-in --env test` in one shell, then
-    the exports it prints and `python -m cli seed` (as `make run` does) in another."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import boto3
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PLATFORM_"))}
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "stand-in", "--env", "test", "--home", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
-    try:
-        exports: dict[str, str] = {}
-        deadline = time.monotonic() + 120
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                raise AssertionError(f"stand-in exited with {proc.returncode}")
-            if line.startswith("export "):
-                key, _, value = line[len("export "):].strip().partition("=")
-                exports[key] = value
-            if "Ctrl-C stops the stand-in" in line:
-                break
-        assert exports["PLATFORM_ENV"] == "test" and exports["AWS_ENDPOINT_URL"].startswith("https://127.0.0.1:")
-        seeded = subprocess.run([sys.executable, "-m", "cli", "seed", "--home", str(tmp_path)], env={**env, **exports},
-                                capture_output=True, text=True, timeout=120)
-        assert seeded.returncode == 0, seeded.stderr
-        s3 = boto3.client("s3", region_name="eu-west-1", endpoint_url=exports["AWS_ENDPOINT_URL"],
-                          verify=exports["AWS_CA_BUNDLE"], aws_access_key_id="testing", aws_secret_access_key="testing")
-        keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket="acme-lake-test-ingress") for o in page.get("Contents", [])]
-        head = s3.head_object(Bucket="acme-lake-test-ingress", Key=keys[0])
-        samples = [p for p in (REPO / "samples").glob("*/*/*") if p.is_file() and not p.name.startswith(".")]
-        assert sorted(k.rsplit("/", 1)[1] for k in keys) == sorted(p.name for p in samples)
-        assert all(k.startswith("ingress/") for k in keys)
-        assert head["ServerSideEncryption"] == "aws:kms"
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=30)
