@@ -219,7 +219,12 @@ def stand_in(env_name: str, home: str | None, settle_seconds: int | None) -> int
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request of the stand-in
     platform_home = resolve(home=home)[1]
     stop = threading.Event()
+    # A Dagster instance of the demo's own, fresh each time: run keys and sensor cursors of another
+    # run (a local `make run`, an earlier demo) would skip the samples as already requested.
+    dagster_dir = platform_home / "stand-in" / f"{env_name}-dagster"
+    shutil.rmtree(dagster_dir, ignore_errors=True)
     with demo(env_name, platform_home, settle_seconds=settle_seconds) as exports:
+        exports = {**exports, "DAGSTER_HOME": str(dagster_dir)}
         # Set here, not earlier: starting the stand-ins installs other handlers (pgserver's).
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a closed terminal stops them too
             signal.signal(sig, lambda *_: stop.set())

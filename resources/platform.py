@@ -32,11 +32,14 @@ from resources.warehouse.base import Warehouse
 def _aws(env: Environment) -> AwsSession:
     if env.aws is None:
         raise NotAvailable(f"environment {env.name!r} declares no aws section (region, account_id, resource_prefix)")
-    return _session(env.aws.region, env.aws.platform_role_arn)
+    # The endpoint is part of the key: clients keep the endpoint they were made with, so a process
+    # that switches endpoints (tests with several stand-ins) must not reuse them.
+    return _session(env.aws.region, env.aws.platform_role_arn, os.environ.get("AWS_ENDPOINT_URL"),
+                    os.environ.get("AWS_CA_BUNDLE"))
 
 
 @lru_cache(maxsize=8)
-def _session(region: str, role_arn: str | None) -> AwsSession:
+def _session(region: str, role_arn: str | None, endpoint: str | None, ca_bundle: str | None) -> AwsSession:
     # One session (and its clients, connection pools and assumed-role credentials) per process.
     return AwsSession(region, role_arn)
 

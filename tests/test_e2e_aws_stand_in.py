@@ -88,7 +88,9 @@ def test_the_demo_serves_the_samples_from_the_stand_ins_under_dagster_dev(monkey
                                 text=True, timeout=120)
         assert seeded.returncode == 0, seeded.stdout + seeded.stderr
         assert "s3://acme-lake-test-ingress/ingress/" in seeded.stdout
-        with DagsterDev(home, base / "d", extra_env=exports) as dev:
+        dagster_home = Path(exports["DAGSTER_HOME"])  # the demo's own instance, under its PLATFORM_HOME
+        assert dagster_home.is_relative_to(home)
+        with DagsterDev(home, dagster_home, extra_env=exports) as dev:
             samples = {p.name for p in _samples()}
 
             def ingested() -> dict[str, dict]:
@@ -133,7 +135,7 @@ def test_the_demo_serves_the_samples_from_the_stand_ins_under_dagster_dev(monkey
         password = secrets.get_fields(env.serving.secret_name)["password"].get_secret_value()
         pii_key = secrets.get(env.secrets.pii_key).get_secret_value()
         # Every byte Dagster kept (event log, run storage, compute logs): the secrets are in none.
-        kept = [f for f in (base / "d").rglob("*") if f.is_file()]
+        kept = [f for f in dagster_home.rglob("*") if f.is_file()]
         assert any(b"stage__mobility__yellow_trips" in f.read_bytes() for f in kept)  # the scan reads the event log
         leaks = [f for f in kept if password.encode() in (data := f.read_bytes()) or pii_key.encode() in data]
         assert leaks == []
