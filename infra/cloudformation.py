@@ -19,8 +19,8 @@ Access model (what the roles may do):
 PII: staging holds the values of PII columns as delivered; they are masked (keyed hash, the ``pii_key``
 secret) by dbt before ods. S3 and IAM cannot grant columns, so the analyst roles are given **no** staging
 access (S3 prefix and Glue table explicitly denied) to a dataset that declares a PII column: analysts
-reach those datasets through the masked ods/analytics models in the warehouse, or through column-level
-grants (Lake Formation data filters or Redshift column GRANTs) that this template does not create.
+reach those datasets in the warehouse: through the masked ods/analytics models, and staging through
+column grants without the PII columns (core/access.py; infra/grants.py and the Redshift warehouse).
 """
 
 from __future__ import annotations
