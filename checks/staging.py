@@ -14,6 +14,7 @@ import warnings
 import dagster as dg
 
 from core.errors import FileRejected
+from core.markdown import bullet_list
 from core.zones import Dataset
 from engine.base import StagingResult
 
@@ -55,7 +56,7 @@ def contract_result(ds: Dataset, staging_key: dg.AssetKey, r: StagingResult, pas
             "quarantine_ratio": round(r.quarantine_ratio, 6),
             "max_quarantine_ratio": limit,
             "violations": dg.MetadataValue.json(dict(r.violations)),
-            "examples": dg.MetadataValue.md("\n".join(f"- {e}" for e in r.examples) or "none"),
+            "examples": dg.MetadataValue.md(bullet_list(r.examples)),
         },
     )
 

@@ -222,6 +222,35 @@ def test_missing_column_rejects_the_file(home: Path, kind: Kind, column: str):
     assert details["unexpected_columns"] == []
 
 
+def test_a_renamed_column_is_rejected_with_the_fix(home: Path):
+    """A column renamed at the source (tip_amount → Tip_Amt) is missing and unexpected at once: the
+    rejection says which line of the zone YAML would accept it, and changes nothing itself."""
+    ingest_baseline(home, YELLOW)
+    lines = YELLOW.lines()
+    lines[0] = lines[0].replace(b"tip_amount", b"Tip_Amt")
+    data = join(lines)
+    name = YELLOW.file("renamed")
+    ing = ingest(home, YELLOW.dataset_id, data, name=name)
+    details = assert_rejected(
+        home, YELLOW, ing, name, data,
+        "(missing columns: tip_amount; unexpected columns: Tip_Amt). If the file is right and the contract "
+        "is not, in platform/zones/mobility.yaml add `source: Tip_Amt` to `tip_amount`, then deliver the file again")
+    assert details["suggested_sources"] == {"tip_amount": "Tip_Amt"}
+
+
+def test_unrelated_extra_and_missing_columns_get_no_suggestion(home: Path):
+    ingest_baseline(home, YELLOW)
+    lines = drop_column(YELLOW.lines(), "tip_amount")
+    lines = [lines[0] + b",zzz_weather"] + [line + b",sunny" for line in lines[1:]]
+    data = join(lines)
+    name = YELLOW.file("unrelated")
+    ing = ingest(home, YELLOW.dataset_id, data, name=name)
+    details = assert_rejected(home, YELLOW, ing, name, data,
+                              "(missing columns: tip_amount; unexpected columns: zzz_weather)")
+    assert details["suggested_sources"] == {}
+    assert "If the file is right" not in ing.checks()["contract"].description
+
+
 @pytest.mark.parametrize(
     ("kind", "extra", "value"),
     [
@@ -300,6 +329,10 @@ def test_legacy_2009_file_is_rejected(home: Path):
     assert {"vendor_name", "Trip_Pickup_DateTime", "Start_Lon", "Fare_Amt"} <= set(details["unexpected_columns"])
     # Columns whose names survived (Passenger_Count, Trip_Distance, ...) are not reported as missing.
     assert "passenger_count" not in details["missing_columns"]
+    # Renamed columns are suggested for a person to confirm; unrelated ones (Start_Lon) are not.
+    suggested = details["suggested_sources"]
+    assert {"pickup_at": "Trip_Pickup_DateTime", "tip_amount": "Tip_Amt"}.items() <= suggested.items()
+    assert "Start_Lon" not in details["suggested_sources"].values()
 
 
 def test_non_utf8_bytes_in_the_header_reject_the_file(home: Path):

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from checks.contract import CompiledContract, HeaderMatch
+from core.contract_spec import snake_case
 from core.errors import ContractError, FileRejected
 from core.names import Q_COLUMNS, Q_ERRORS, Q_RAW, Q_RULES, SOURCE_FILE, SOURCE_LINE
 from core.zones import CsvOptions
@@ -68,6 +69,24 @@ class BackgroundWriter:
             raise self._error
 
 
+def header_fixes(contract: CompiledContract, missing: list[str], unexpected: list[str]) -> dict[str, str]:
+    """Target column → the unexpected header that most likely holds it (a renamed column: close
+    names after snake_case; each header suggested once). A suggestion for a person, never applied."""
+    import difflib
+
+    by_source = {snake_case(c.source or n): n for n, c in contract.spec.columns.items()}
+    headers = {snake_case(h): h for h in unexpected if h != "<unnamed>"}
+    fixes: dict[str, str] = {}
+    for source in missing:
+        target = by_source[snake_case(source)]
+        candidates = [k for k in headers if headers[k] not in fixes.values()]
+        close = difflib.get_close_matches(snake_case(source), candidates, n=1, cutoff=0.75) or \
+            difflib.get_close_matches(snake_case(target), candidates, n=1, cutoff=0.75)
+        if close:
+            fixes[target] = headers[close[0]]
+    return fixes
+
+
 def check_header(contract: CompiledContract, header: list[str], source_file: str) -> HeaderMatch:
     match = contract.match_header(header)
     unexpected = match.unexpected if contract.spec.unexpected_columns == "reject" else []
@@ -79,13 +98,21 @@ def check_header(contract: CompiledContract, header: list[str], source_file: str
             parts.append(f"unexpected columns: {', '.join(unexpected)}")
         if match.duplicated:
             parts.append(f"duplicated columns: {', '.join(match.duplicated)}")
+        fixes = header_fixes(contract, match.missing, match.unexpected)
+        hint = ""
+        if fixes:
+            zone_file = f"platform/zones/{contract.dataset.split('.')[0]}.yaml"
+            hint = (f". If the file is right and the contract is not, in {zone_file} add "
+                    + "; ".join(f"`source: {header}` to `{target}`" for target, header in fixes.items())
+                    + ", then deliver the file again")
         raise FileRejected(
             source_file,
             contract.dataset,
-            "the header does not match the contract (" + "; ".join(parts) + ")",
+            "the header does not match the contract (" + "; ".join(parts) + ")" + hint,
             missing_columns=match.missing,
             unexpected_columns=unexpected,
             duplicated_columns=match.duplicated,
+            suggested_sources=fixes,
         )
     return match
 
