@@ -6,6 +6,7 @@ run time."""
 
 import dagster as dg
 
+from assets.alerting import build_alerting_sensor
 from assets.dbt import build_dbt_assets
 from assets.ingest import build_dataset
 from assets.sensors import build_sensor, build_strays_sensor, set_aside_job
@@ -22,6 +23,7 @@ defs = dg.Definitions(
     sensors=[
         *(build_sensor(d) for d in datasets),
         build_strays_sensor([d.dataset for d in datasets]),
+        build_alerting_sensor([d.dataset for d in datasets]),
         # Builds ods, analytics and serving when staging partitions are published with their
         # blocking checks passed (see assets.dbt.upstream_published_and_checked).
         dg.AutomationConditionSensorDefinition(

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from core.errors import ConfigError, NotAvailable
 from core.names import LAKE_ZONES
+from resources.alerts.base import AlertChannel
 from resources.aws import AwsSession
 from resources.catalog.base import Catalog
 from resources.environment import Environment, load_environment, resolve
@@ -155,6 +156,17 @@ class PlatformResource(dg.ConfigurableResource):
             raise ConfigError(f"warehouse copy {copy!r} (PlatformResource.warehouse_copy or PLATFORM_WAREHOUSE_COPY): "
                               "must be redshift or postgres_stdin")
         return copy
+
+    def alert_channels(self) -> list[AlertChannel]:
+        """Where alerts go: the local alert file always (under PLATFORM_HOME, so ``make run`` shows
+        alerts with no setup)."""
+        from resources.alerts import JsonLinesChannel
+
+        return [JsonLinesChannel(self.location()[1] / "alerts" / "alerts.jsonl")]
+
+    def ui_url(self) -> str:
+        """The Dagster UI's base URL, for links in alerts: $PLATFORM_UI_URL, else make run's address."""
+        return (os.environ.get("PLATFORM_UI_URL") or "http://127.0.0.1:3000").rstrip("/")
 
     def secrets(self) -> SecretStore:
         """Secrets by name: Secrets Manager in an AWS environment, the process environment locally

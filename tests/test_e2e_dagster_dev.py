@@ -127,6 +127,18 @@ def test_samples_flow_through_dagster_dev(dev: DagsterDev):
     print(f"[e2e] check executions (partition field): "
           f"{sorted({str(e['partition']) for by_run in checks.values() for e in by_run.values()})}")
 
+    # -- alerting: the rejected file is one alert in the local alert file, within a sensor interval --
+    import json
+
+    alert_file = home / "alerts" / "alerts.jsonl"
+    wait_until(lambda: alert_file.exists() and alert_file.read_text().strip(), timeout_s=30, interval_s=1,
+               what="the rejection's alert in the local alert file")
+    time.sleep(6)  # one more alerting tick: it must add nothing
+    alerts = [json.loads(line) for line in alert_file.read_text().splitlines()]
+    assert [(a["kind"], a["source_file"], a["check"]) for a in alerts] == [("opened", BAD_TRIPS, "contract")], alerts
+    assert "missing columns" in alerts[0]["body"] and alerts[0]["partition"] == keys[BAD_TRIPS]
+    print(f"[e2e] alert: {alerts[0]['title']}: {alerts[0]['body'][:160]}")
+
     # -- catalog, read as a user would (separate read-only connection) -----------------------
     assert count(home, "staging_mobility.yellow_trips") == 1000 + 776
     assert count(home, "quarantine_mobility.yellow_trips") == 4

@@ -1,0 +1,123 @@
+"""Incidents from check results: one alert when an incident opens, one "resolved" message when it
+closes, nothing on the ticks between (issue 9, first part: the contract and reconciliation checks
+of staging; freshness and run failures come next).
+
+An incident is keyed by (asset, check, delivered file): a partition is one delivery, and a
+re-delivery of the same file name is a new partition, so keying by the file lets the corrected
+delivery close the incident its predecessor opened. The planner is pure: it gets the open
+incidents (the sensor's cursor) and the latest check executions, and returns the new open set and
+the alerts. Execution records are ordered by their id in Dagster's check-execution index, which is
+unique across runs (event storage ids are not, on SQLite)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+
+from core.errors import InvalidName
+from core.names import split_partition_key
+
+OPENED, RESOLVED = "opened", "resolved"
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One completed execution of an asset check, as the check-execution index holds it."""
+
+    asset: tuple[str, ...]
+    check: str
+    partition: str | None
+    record_id: int  # the index's id: increases with every execution
+    run_id: str
+    passed: bool
+    severity: str  # ERROR | WARN
+    at: float  # seconds since the epoch
+    description: str | None = None
+    metadata: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def subject(self) -> str:
+        """The delivered file (partitions are ``<file>@<sha256 prefix>``), else the partition."""
+        if self.partition is None:
+            return "-"
+        try:
+            return split_partition_key(self.partition)[0]
+        except InvalidName:
+            return self.partition
+
+    @property
+    def incident_id(self) -> str:
+        return f"{'/'.join(self.asset)}:{self.check}:{self.subject}"
+
+
+@dataclass(frozen=True)
+class Alert:
+    id: str  # stable: a channel that already has it skips it (no duplicate after a restart)
+    kind: str  # opened | resolved
+    incident: str
+    asset: str
+    check: str
+    source_file: str
+    partition: str | None
+    severity: str
+    title: str
+    body: str
+    owners: tuple[str, ...]
+    run_url: str
+    asset_url: str
+    at: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def _what_failed(o: CheckOutcome) -> str:
+    """Counts and rules, never values (a row's values could be PII; examples are not copied)."""
+    m = o.metadata
+    if isinstance(m.get("violations"), Mapping) and m.get("rows_read"):
+        rows = int(m["rows_read"])  # type: ignore[arg-type]
+        parts = [f"{n} rows ({n / rows:.1%}) violated `{rule}`"
+                 for rule, n in sorted(m["violations"].items(), key=lambda kv: -int(kv[1]))]  # type: ignore[union-attr]
+        head = f"{m.get('rows_quarantined')} of {rows} rows quarantined; " if "rows_quarantined" in m else ""
+        return head + "; ".join(parts)
+    return o.description or "the check failed"
+
+
+def _alert(kind: str, o: CheckOutcome, owners: tuple[str, ...], ui_url: str) -> Alert:
+    asset = "/".join(o.asset)
+    where = f"{asset} ({o.subject})"
+    if kind == OPENED:
+        title = f"[{o.severity}] {o.check} failed on {where}"
+        body = _what_failed(o)
+    else:
+        title = f"[resolved] {o.check} passes again on {where}"
+        body = f"partition {o.partition} passed {o.check}"
+    return Alert(id=f"{o.incident_id}:{kind}:{o.record_id}", kind=kind, incident=o.incident_id, asset=asset,
+                 check=o.check, source_file=o.subject, partition=o.partition, severity=o.severity, title=title,
+                 body=body, owners=owners, run_url=f"{ui_url}/runs/{o.run_id}",
+                 asset_url=f"{ui_url}/assets/{asset}", at=o.at)
+
+
+def plan(open_incidents: Mapping[str, Mapping], outcomes: Iterable[CheckOutcome],
+         owners_of: Callable[[tuple[str, ...]], tuple[str, ...]], ui_url: str) -> tuple[dict[str, dict], list[Alert]]:
+    """(open incidents after these outcomes, alerts to deliver). The latest execution of each
+    incident's key decides: failing opens it (once), passing closes it (once)."""
+    latest: dict[str, CheckOutcome] = {}
+    for o in outcomes:
+        if o.incident_id not in latest or o.record_id > latest[o.incident_id].record_id:
+            latest[o.incident_id] = o
+    now_open = {k: dict(v) for k, v in open_incidents.items()}
+    alerts = []
+    for iid, o in sorted(latest.items(), key=lambda kv: kv[1].record_id):
+        known = now_open.get(iid)
+        if known is not None and o.record_id <= int(known["record_id"]):
+            continue  # nothing newer than what opened (or last updated) the incident
+        if not o.passed:
+            if known is None:
+                alerts.append(_alert(OPENED, o, owners_of(o.asset), ui_url))
+            now_open[iid] = {"record_id": o.record_id, "partition": o.partition, "run_id": o.run_id}
+        elif known is not None:
+            alerts.append(_alert(RESOLVED, o, owners_of(o.asset), ui_url))
+            del now_open[iid]
+    return now_open, alerts

@@ -1,0 +1,133 @@
+"""Alerting, first part: incidents of the staging checks, on a real Dagster instance with the
+SQLite storage ``make run`` uses, delivered to the local alert file."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from support import SAMPLES, ingest, load_definitions_module
+
+from checks.alerting import OPENED, RESOLVED, CheckOutcome, plan
+from resources.alerts import JsonLinesChannel
+from resources.platform import PlatformResource
+
+ASSET = ("staging", "finance", "expense_reports")
+BAD = SAMPLES / "finance" / "expense_reports" / "expenses_2026-11-19.csv"  # lost its currency column
+GOOD = SAMPLES / "finance" / "expense_reports" / "expenses_2026-11-18.csv"
+
+
+def outcome(record_id: int, passed: bool, partition: str = "a.csv@0123456789abcdef", **metadata) -> CheckOutcome:
+    return CheckOutcome(ASSET, "contract", partition, record_id, f"run{record_id}", passed, "ERROR", 1.0,
+                        None if passed else "a.csv rejected", metadata)
+
+
+def owners(_: tuple[str, ...]) -> tuple[str, ...]:
+    return ("finance-oncall@example.com",)
+
+
+def test_an_incident_opens_once_and_resolves_once() -> None:
+    open_, alerts = plan({}, [outcome(1, False)], owners, "http://ui")
+    assert [a.kind for a in alerts] == [OPENED] and list(open_) == ["staging/finance/expense_reports:contract:a.csv"]
+    assert alerts[0].owners == ("finance-oncall@example.com",) and alerts[0].run_url == "http://ui/runs/run1"
+    assert plan(open_, [outcome(1, False)], owners, "http://ui") == (open_, [])  # the next tick: nothing
+    # A re-delivery of the same file that fails again is the same incident: no second alert.
+    open_, alerts = plan(open_, [outcome(1, False), outcome(2, False, "a.csv@fedcba9876543210")], owners, "u")
+    assert alerts == [] and open_["staging/finance/expense_reports:contract:a.csv"]["record_id"] == 2
+    # The corrected delivery passes: one resolved message, the incident is closed.
+    closed, alerts = plan(open_, [outcome(2, False), outcome(3, True, "a.csv@00000000000000ff")], owners, "u")
+    assert [a.kind for a in alerts] == [RESOLVED] and closed == {}
+    assert plan(closed, [outcome(3, True)], owners, "u") == ({}, [])
+
+
+def test_an_older_execution_neither_opens_nor_closes() -> None:
+    open_, _ = plan({}, [outcome(5, False)], owners, "u")
+    assert plan(open_, [outcome(4, True)], owners, "u") == (open_, [])
+    assert plan({}, [outcome(4, True)], owners, "u") == ({}, [])
+
+
+def test_the_alert_says_which_rules_broke_and_how_often_without_values() -> None:
+    o = outcome(1, False, rows_read=200, rows_quarantined=12,
+                violations={"*: dropoff_not_before_pickup": 8, "email: str_matches('^.+@.+$')": 4})
+    [alert] = plan({}, [o], owners, "u")[1]
+    assert alert.body == ("12 of 200 rows quarantined; 8 rows (4.0%) violated `*: dropoff_not_before_pickup`; "
+                          "4 rows (2.0%) violated `email: str_matches('^.+@.+$')`")
+
+
+# -- the sensor on a real instance -----------------------------------------------------------------
+
+
+def _sensor() -> dg.SensorDefinition:
+    return next(s for s in load_definitions_module().defs.sensors if s.name == "alerts")
+
+
+def _tick(instance: dg.DagsterInstance, platform: PlatformResource, cursor: str | None) -> str:
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"platform": platform})
+    result = _sensor()(ctx)
+    return result.cursor
+
+
+def _lines(home: Path) -> list[dict]:
+    path = home / "alerts" / "alerts.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def instance():
+    with tempfile.TemporaryDirectory() as d, dg.instance_for_test(temp_dir=d) as inst:
+        yield inst
+
+
+def test_a_rejected_file_alerts_once_and_its_corrected_delivery_resolves_it(home: Path, instance) -> None:
+    platform = PlatformResource(environment="local", home=str(home))
+    bad = ingest(home, "finance__expense_reports", BAD, instance=instance)
+    assert not bad.success
+    cursor = _tick(instance, platform, None)
+    [alert] = _lines(home)
+    assert alert["kind"] == "opened" and alert["source_file"] == BAD.name and alert["check"] == "contract"
+    assert "missing columns: currency" in alert["body"] and alert["owners"] == ["team:finance-data"]
+    assert alert["run_url"].endswith(bad.result.run_id) and alert["asset_url"].endswith("/assets/staging/finance/"
+                                                                                          "expense_reports")
+    # The following ticks say nothing; neither does a restarted daemon (a fresh sensor, the stored
+    # cursor), nor one that crashed after delivering and before its cursor was stored.
+    assert _tick(instance, platform, cursor) == cursor
+    _tick(instance, platform, None)
+    assert len(_lines(home)) == 1
+    # The corrected file, delivered under the same name, passes: one resolved message.
+    good = ingest(home, "finance__expense_reports", GOOD.read_bytes(), name=BAD.name, instance=instance)
+    assert good.success
+    cursor = _tick(instance, platform, cursor)
+    assert [a["kind"] for a in _lines(home)] == ["opened", "resolved"]
+    assert json.loads(cursor)["open"] == {}
+    _tick(instance, platform, cursor)
+    assert len(_lines(home)) == 2
+
+
+class TwoFiles(PlatformResource):
+    """The platform with a second alert file, so one channel can fail for real (its folder is a file)."""
+
+    second: str = ""
+
+    def alert_channels(self) -> list[JsonLinesChannel]:
+        broken = JsonLinesChannel(Path(self.second) / "alerts.jsonl")
+        broken.name = "second_file"
+        return [*super().alert_channels(), broken]
+
+
+def test_a_failing_channel_is_retried_and_does_not_hold_up_the_others(home: Path, tmp_path: Path, instance) -> None:
+    blocker = tmp_path / "second"
+    blocker.write_text("a file where the channel wants a folder")
+    platform = TwoFiles(environment="local", home=str(home), second=str(blocker))
+    ingest(home, "finance__expense_reports", BAD, instance=instance)
+    cursor = _tick(instance, platform, None)
+    assert len(_lines(home)) == 1  # the working channel delivered at once
+    assert [p["channel"] for p in json.loads(cursor)["pending"]] == ["second_file"]
+    cursor = _tick(instance, platform, cursor)  # still failing: still pending, nothing repeated elsewhere
+    assert len(_lines(home)) == 1 and len(json.loads(cursor)["pending"]) == 1
+    blocker.unlink()
+    cursor = _tick(instance, platform, cursor)
+    assert json.loads(cursor)["pending"] == []
+    assert [json.loads(x)["kind"] for x in (blocker / "alerts.jsonl").read_text().splitlines()] == ["opened"]
