@@ -10,6 +10,8 @@ import json
 from collections.abc import Sequence
 
 import dagster as dg
+
+# The check-execution index has no public API in Dagster 1.13; these are its record statuses.
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from checks.alerting import Alert, CheckOutcome, plan
