@@ -40,6 +40,7 @@ The Markdown table is printed and, with everything else, written to ``bench/out/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -66,6 +67,7 @@ from sensor_bench import PATTERN, Tick, describe, make_ingress, repeated  # noqa
 from sensor_bench import measure as measure_local  # noqa: E402
 
 from core.arrival import Cursor, FileEntry, plan_tick  # noqa: E402
+from infra.stand_in import environ  # noqa: E402
 from resources.aws import AwsSession  # noqa: E402
 from resources.environment import SensorConfig  # noqa: E402
 from resources.lake.s3 import S3Store  # noqa: E402
@@ -251,8 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     ingress = Path(tempfile.mkdtemp(prefix="s3_sensor_bench_", dir=args.tmp_dir))
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request would be measured too
     server = MotoServer()
-    saved = {k: os.environ.get(k) for k in server.env()}
-    os.environ.update(server.env())
+    restore = contextlib.ExitStack()
+    restore.enter_context(environ(server.env()))
     try:
         import boto3
 
@@ -280,11 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"S3 figures in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     finally:
         server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore.close()
         shutil.rmtree(ingress, ignore_errors=True)
     ratio = ratios(s3, local)
     table = markdown(s3, local, ratio, args.files, total_bytes, args.max_files, upload_s, args.checksum_sha256)

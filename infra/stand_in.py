@@ -177,22 +177,58 @@ STAND_IN_DBT_TARGET = "aws_stand_in"  # dbt-postgres with the warehouse's connec
 PLATFORM_USER = "lake_platform"
 
 
-def _stand_in_environment(source: Path, target: Path, env_name: str, pg, settle_seconds: int | None) -> None:  # noqa: ANN001
-    """A copy of the environment files where ``env_name``'s warehouse and serving point at the
-    PostgreSQL stand-in (host, port, CA bundle; dbt's stand-in target). Everything else, names of
-    buckets, key, secrets and roles included, is the declaration as shipped."""
+@contextlib.contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """Set process environment variables for the block, then restore what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def point_at_stand_in(path: Path, pg, settle_seconds: int | None = None) -> None:  # noqa: ANN001
+    """Rewrite one environment file so that its warehouse and serving point at the PostgreSQL
+    stand-in (host, port, database, CA bundle; dbt's stand-in target). Everything else, names of
+    buckets, key, secrets and roles included, stays the declaration as shipped."""
     import yaml
 
-    shutil.copytree(source, target, dirs_exist_ok=True)
-    path = target / f"{env_name}.yaml"
     data = yaml.safe_load(path.read_text())
-    data["warehouse"] |= {"host": "localhost", "port": pg.port, "ca_bundle": str(pg.ca_bundle),
-                          "dbt_target": STAND_IN_DBT_TARGET}
+    data["warehouse"] |= {"host": "localhost", "port": pg.port, "database": pg.database,
+                          "ca_bundle": str(pg.ca_bundle), "dbt_target": STAND_IN_DBT_TARGET}
     data["serving"] |= {"ca_bundle": str(pg.ca_bundle)}
     if settle_seconds is not None:
         data.setdefault("sensors", {})["settle_seconds"] = settle_seconds
-    path.write_text("# Written by `python -m cli stand-in`: the shipped declaration, its warehouse and serving\n"
-                    "# pointed at the local PostgreSQL stand-in.\n" + yaml.safe_dump(data, sort_keys=False))
+    path.write_text("# Written for the stand-ins (infra/stand_in.py): the shipped declaration, its warehouse and\n"
+                    "# serving pointed at the local PostgreSQL stand-in.\n" + yaml.safe_dump(data, sort_keys=False))
+
+
+def provision(env, pg, pii_key: str) -> None:  # noqa: ANN001
+    """What an operator does after deploying the stack: the secrets the stack created as
+    placeholders get their values (the platform's database user, the RDS-format serving secret,
+    the PII key), and the administrator runs the analysts' grants (``cli infra grants``) in the
+    one PostgreSQL that stands in for both databases."""
+    from core.zones import load_zones
+    from infra.grants import grants
+
+    sm = clients(env.aws.region, env.aws.account_id)("secretsmanager")
+    sm.put_secret_value(SecretId=env.warehouse.secret_name,
+                        SecretString=json.dumps({"username": pg.role, "password": pg.password}))
+    sm.put_secret_value(SecretId=env.serving.secret_name, SecretString=pg.secret())
+    sm.put_secret_value(SecretId=env.secrets.pii_key, SecretString=pii_key)
+    admin = pg.admin()
+    try:
+        with admin.cursor() as cur:
+            for database in ("warehouse", "serving"):
+                for statement in grants(env, load_zones(), database, pg.role):
+                    cur.execute(statement)
+    finally:
+        admin.close()
 
 
 @contextlib.contextmanager
@@ -205,47 +241,31 @@ def demo(env_name: str, home: Path, *, settle_seconds: int | None = None) -> Ite
     import secrets as random
 
     from core.zones import load_zones
-    from infra.grants import grants
     from infra.pg_stand_in import tls_server
     from resources.environment import environments_dir, load_environment
     from resources.pii import postgres_options
 
     home.mkdir(parents=True, exist_ok=True)
     server = MotoServer()
-    saved = {k: os.environ.get(k) for k in (*server.env(), "MOTO_ACCOUNT_ID")}
     try:
-        os.environ.update(server.env())
-        source = environments_dir()
-        env = load_environment(env_name, str(home), str(source))
-        if env.aws is None:
-            raise ConfigError(f"environment {env_name!r} is not an AWS environment")
-        # Requests without moto's account header (the platform's) act in the environment's account.
-        os.environ["MOTO_ACCOUNT_ID"] = env.aws.account_id
-        deploy_stack(env, load_zones(), f"lake-{env_name}", bucket_policies=False)
-        with tls_server(role=PLATFORM_USER, database=env.warehouse.database or "lake") as pg:
-            directory = home / "stand-in" / "environments"
-            _stand_in_environment(source, directory, env_name, pg, settle_seconds)
-            pii_key = random.token_urlsafe(32)
-            sm = clients(env.aws.region, env.aws.account_id)("secretsmanager")
-            sm.put_secret_value(SecretId=env.warehouse.secret_name,
-                                SecretString=json.dumps({"username": pg.role, "password": pg.password}))
-            sm.put_secret_value(SecretId=env.serving.secret_name, SecretString=pg.secret())
-            sm.put_secret_value(SecretId=env.secrets.pii_key, SecretString=pii_key)
-            admin = pg.admin()
-            with admin.cursor() as cur:
-                for database in ("warehouse", "serving"):
-                    for statement in grants(env, load_zones(), database, pg.role):
-                        cur.execute(statement)
-            admin.close()
-            yield {**server.env(), "MOTO_ACCOUNT_ID": env.aws.account_id, "PLATFORM_ENV": env_name,
-                   "PLATFORM_ENVIRONMENTS_DIR": str(directory), "PLATFORM_WAREHOUSE_COPY": "postgres_stdin",
-                   # dbt-postgres (the stand-in target): verify-full against the stand-in's CA, and the
-                   # PII key as a session setting, as on the postgres target (resources/pii.py).
-                   "PGSSLROOTCERT": str(pg.ca_bundle), "PGOPTIONS": postgres_options(pii_key)}
+        with environ(server.env()):
+            source = environments_dir()
+            env = load_environment(env_name, str(home), str(source))
+            if env.aws is None:
+                raise ConfigError(f"environment {env_name!r} is not an AWS environment")
+            # Requests without moto's account header (the platform's) act in the environment's account.
+            with environ({"MOTO_ACCOUNT_ID": env.aws.account_id}), \
+                    tls_server(role=PLATFORM_USER, database=env.warehouse.database or "lake") as pg:
+                deploy_stack(env, load_zones(), f"lake-{env_name}", bucket_policies=False)
+                directory = home / "stand-in" / "environments"
+                shutil.copytree(source, directory, dirs_exist_ok=True)
+                point_at_stand_in(directory / f"{env_name}.yaml", pg, settle_seconds)
+                pii_key = random.token_urlsafe(32)
+                provision(env, pg, pii_key)
+                yield {**server.env(), "MOTO_ACCOUNT_ID": env.aws.account_id, "PLATFORM_ENV": env_name,
+                       "PLATFORM_ENVIRONMENTS_DIR": str(directory), "PLATFORM_WAREHOUSE_COPY": "postgres_stdin",
+                       # dbt-postgres (the stand-in target): verify-full against the stand-in's CA, and the
+                       # PII key as a session setting, as on the postgres target (resources/pii.py).
+                       "PGSSLROOTCERT": str(pg.ca_bundle), "PGOPTIONS": postgres_options(pii_key)}
     finally:
         server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 from aws_stand_in import deploy_stack
 from support import SAMPLES, dataset_defs, ingest
-from test_aurora_serving import DBNAME, PASSWORD, ROLE, tls_server
+from test_aurora_serving import PASSWORD, tls_server
 
 from assets.ingest import LandingConfig
 from core.zones import all_datasets, load_zones
-from infra.grants import grants
+from infra.stand_in import point_at_stand_in, provision
 from resources.environment import ENVIRONMENTS_DIR, load_environment, split_s3_uri
 from resources.platform import PlatformResource
 
@@ -268,35 +268,21 @@ def tls_stand_ins(test_env, tls_postgres, tmp_path: Path, monkeypatch: pytest.Mo
     """The warehouse and the serving database of test.yaml pointed at one real PostgreSQL that
     requires verified TLS, their credentials in the stand-in's Secrets Manager (the secrets the
     stack created as placeholders get their values, as an operator would)."""
-    import json
 
     server = tls_postgres
-    env, stack = test_env
     d = Path(os.environ["PLATFORM_ENVIRONMENTS_DIR"])
-    text = (d / "test.yaml").read_text()
-    text = text.replace(f"host: {env.warehouse.host}", "host: localhost").replace("port: 5439", f"port: {server.port}")
-    text = text.replace("database: lake", f"database: {DBNAME}").replace(env.serving.ca_bundle, str(server.ca_bundle))
-    text = text.replace(env.warehouse.ca_bundle, str(server.ca_bundle))
-    text = text.replace("dbt_target: test", "dbt_target: aws_stand_in")  # dbt-postgres on the stand-in
-    (d / "test.yaml").write_text(text)
+    point_at_stand_in(d / "test.yaml", server)
     monkeypatch.setenv("PGSSLROOTCERT", str(server.ca_bundle))  # dbt-postgres's verify-full trust (the stand-in target)
     load_environment.cache_clear()
-    sm = boto3.client("secretsmanager", region_name=env.aws.region)
-    sm.put_secret_value(SecretId=env.warehouse.secret_name, SecretString=json.dumps(
-        {"username": ROLE, "password": PASSWORD}))
-    sm.put_secret_value(SecretId=env.serving.secret_name, SecretString=server.secret())
-    sm.put_secret_value(SecretId=env.secrets.pii_key, SecretString=PII_KEY)
     environment = load_environment("test")
-    # The administrator's one-time SQL (cli infra grants); one server holds both databases here.
     admin = server.admin()
     with admin.cursor() as cur:
         if _roles_exist(cur):  # an earlier test of this module made them (the server is shared)
             cur.execute("DROP OWNED BY analyst_mobility, analyst_finance")
             cur.execute("DROP ROLE analyst_mobility, analyst_finance")
-        for database in ("warehouse", "serving"):
-            for statement in grants(environment, load_zones(), database, ROLE):
-                cur.execute(statement)
     admin.close()
+    # The secrets and the administrator's one-time SQL, as the demo does them (infra/stand_in.py).
+    provision(environment, server, PII_KEY)
     yield environment
     load_environment.cache_clear()
 
