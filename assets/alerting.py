@@ -1,29 +1,42 @@
 """The alerting sensor: reads the check-execution index (never ASSET_CHECK_EVALUATION events by
-storage id, which repeat across runs on the SQLite storage ``make run`` uses), turns executions
-into incidents (checks.alerting.plan) and delivers each alert to every channel. The cursor holds
-the open incidents and the deliveries still pending; a channel that fails keeps its alerts
-pending for the next tick and never holds up the others."""
+storage id, which repeat across runs on the SQLite storage ``make run`` uses) and the freshness
+states the freshness daemon records, turns them into incidents (checks.alerting.plan) and
+delivers each alert to every channel. The cursor holds the open incidents and the deliveries
+still pending; a channel that fails keeps its alerts pending, is retried with backoff and never
+holds up the others.
+
+A modelled or served asset is stale when its inputs are (its policy is derived from theirs): its
+freshness incident is raised only when none of the staging tables it reads is stale itself, so
+one late file gives one alert, on the dataset, not one per mart."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 # The check-execution index has no public API in Dagster 1.13; these are its record statuses.
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._time import get_current_timestamp
 
-from checks.alerting import Alert, CheckOutcome, plan
+from checks.alerting import FRESHNESS, Alert, CheckOutcome, plan
+from checks.freshness import DATA_FRESHNESS_CHECK, describe_policy
 from checks.staging import CONTRACT_CHECK, RECONCILIATION_CHECK
 from core.errors import PlatformError
 from core.zones import Dataset
 from resources.platform import PlatformResource
 
+if TYPE_CHECKING:
+    from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
+
 ALERTS_SENSOR = "alerts"
 INTERVAL_S = 5
 HISTORY = 500  # newest executions read per check each tick
 _DONE = {AssetCheckExecutionRecordStatus.SUCCEEDED: True, AssetCheckExecutionRecordStatus.FAILED: False}
+_STALE = {"WARN": "WARN", "FAIL": "ERROR"}  # freshness state → the alert's severity
+BACKOFF_S = (5, 15, 60, 300, 900)  # a failing channel's next attempts: after 5 s, 15 s, ... then every 15 min
 
 
 def _metadata(evaluation: dg.AssetCheckEvaluation) -> dict[str, object]:
@@ -47,18 +60,57 @@ def outcomes(instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey]) -> 
     return out
 
 
+def freshness_outcomes(instance: dg.DagsterInstance, graph: BaseAssetGraph | None) -> list[CheckOutcome]:
+    """The current freshness state of every asset with a policy, as an outcome of check ``freshness``
+    (UNKNOWN, before a first materialisation, is no incident)."""
+    if graph is None:
+        return []
+    with_policy = {k: graph.get(k) for k in graph.get_all_asset_keys() if graph.get(k).freshness_policy is not None}
+    if not with_policy:
+        return []
+    records = instance.event_log_storage.get_freshness_state_records(list(with_policy))
+    stale = {k for k, r in records.items() if r.freshness_state.value in _STALE}
+    out = []
+    for key, rec in records.items():
+        state = rec.freshness_state.value
+        if state not in ("PASS", *_STALE):
+            continue
+        node = with_policy[key]
+        if key.path[0] != "staging" and state in _STALE:
+            roots = {k for k in graph.upstream_key_iterator(key) if k.path[0] == "staging"} & stale
+            if roots:  # the stale input has its own incident; this one is its consequence
+                continue
+        at = rec.updated_at.timestamp()
+        policy = describe_policy(node.freshness_policy)
+        out.append(CheckOutcome(
+            asset=tuple(key.path), check=FRESHNESS, partition=None, record_id=int(at * 1e6), run_id="",
+            passed=state == "PASS", severity=_STALE.get(state, "WARN"), at=at,
+            description=f"freshness {state} since {rec.updated_at:%Y-%m-%d %H:%M:%S %Z}: {policy}, and no "
+                        "new materialisation came in time" if state != "PASS" else None))
+    return out
+
+
+def _due(item: dict, now: float) -> bool:
+    return float(item.get("next_at", 0)) <= now
+
+
 def build_alerting_sensor(datasets: Sequence[Dataset]) -> dg.SensorDefinition:
     keys = [dg.AssetCheckKey(dg.AssetKey(["staging", d.insight_zone, d.name]), check)
-            for d in datasets for check in (CONTRACT_CHECK, RECONCILIATION_CHECK)]
-    owners = {("staging", d.insight_zone, d.name): tuple(d.owners) for d in datasets}
+            for d in datasets for check in (CONTRACT_CHECK, RECONCILIATION_CHECK, DATA_FRESHNESS_CHECK)
+            if check != DATA_FRESHNESS_CHECK or (d.spec.freshness and d.spec.freshness.data
+                                                 and d.spec.freshness.data.max_age_hours)]
+    zone_owners = {d.insight_zone: tuple(d.owners) for d in datasets}
 
     @dg.sensor(name=ALERTS_SENSOR, minimum_interval_seconds=INTERVAL_S, default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Alerts the datasets' owners once when a staging check fails (an incident per "
-                           "dataset, check and delivered file) and once when it passes again.")
+               description="Alerts the owners once when a staging check fails (an incident per dataset, "
+                           "check and delivered file) or an asset goes stale, and once when it is resolved.")
     def alerts(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
         state = json.loads(context.cursor) if context.cursor else {}
-        open_incidents, new = plan(state.get("open", {}), outcomes(context.instance, keys),
-                                   lambda asset: owners.get(asset, ()), platform.ui_url())
+        graph = context.repository_def.asset_graph if context.repository_def is not None else None
+        seen = outcomes(context.instance, keys) + freshness_outcomes(context.instance, graph)
+        open_incidents, new = plan(state.get("open", {}), seen,
+                                   lambda asset: zone_owners.get(asset[1], ()) if len(asset) > 1 else (),
+                                   platform.ui_url())
         pending: list[dict] = state.get("pending", [])
         for a in new:
             (context.log.warning if a.kind == "opened" else context.log.info)(
@@ -67,17 +119,23 @@ def build_alerting_sensor(datasets: Sequence[Dataset]) -> dg.SensorDefinition:
         pending += [{"channel": c.name, "alert": json.loads(a.to_json())} for a in new for c in channels]
         by_name = {c.name: c for c in channels}
         left = []
+        now = get_current_timestamp()  # Dagster's clock: tests move it with freeze_time
         for item in pending:
             channel = by_name.get(item["channel"])
             if channel is None:  # a channel no longer configured: say so, do not keep it forever
                 context.log.error(f"alert {item['alert']['id']} for channel {item['channel']}: no such channel")
                 continue
+            if not _due(item, now):
+                left.append(item)
+                continue
             try:
                 channel.deliver(Alert(**{**item["alert"], "owners": tuple(item["alert"]["owners"])}))
             except PlatformError as e:
-                context.log.warning(f"alert {item['alert']['id']} not delivered to {channel.name}: {e}; "
-                                    "retried on the next tick")
-                left.append(item)
+                attempts = int(item.get("attempts", 0)) + 1
+                wait = BACKOFF_S[min(attempts, len(BACKOFF_S)) - 1]
+                context.log.warning(f"alert {item['alert']['id']} not delivered to {channel.name} (attempt "
+                                    f"{attempts}): {e}; retried in {wait} s")
+                left.append({**item, "attempts": attempts, "next_at": now + wait})
         return dg.SensorResult(cursor=json.dumps({"open": open_incidents, "pending": left}, sort_keys=True))
 
     return alerts

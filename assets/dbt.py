@@ -20,6 +20,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
 from assets.policies import RETRY, WAREHOUSE_POOL, failure, platform_errors
+from checks.freshness import derived_policy, freshness_policy
 from core.errors import ConfigError
 from core.names import MODELLED_ZONES
 from core.paths import DBT_DIR
@@ -58,6 +59,31 @@ def _owners() -> dict[str, list[str]]:
     return {z.name: list(z.spec.owners) for z in load_zones()}
 
 
+@cache
+def _arrival_policies() -> dict[tuple[str, str], dg.FreshnessPolicy | None]:
+    """(warehouse schema of the dbt source, table) → the dataset's arrival policy."""
+    return {(f"staging_{d.insight_zone}", d.name): freshness_policy(d) for d in all_datasets()}
+
+
+def upstream_policy(manifest: Mapping[str, Any], unique_id: str) -> dg.FreshnessPolicy | None:
+    """A model's freshness policy, derived from the staging tables it reads, however indirectly:
+    a mart is stale when its inputs are."""
+    parents = manifest["parent_map"]
+    seen: set[str] = set()
+    sources: set[tuple[str, str]] = set()
+    todo = [unique_id]
+    while todo:
+        uid = todo.pop()
+        if uid in seen:
+            continue
+        seen.add(uid)
+        if uid.startswith("source."):
+            src = manifest["sources"][uid]
+            sources.add((src["schema"], src["name"]))
+        todo.extend(parents.get(uid, []))
+    return derived_policy(_arrival_policies().get(s) for s in sorted(sources))
+
+
 class PlatformDbtTranslator(DagsterDbtTranslator):
     """The one translator between dbt and the platform's conventions."""
 
@@ -82,6 +108,14 @@ class PlatformDbtTranslator(DagsterDbtTranslator):
 
     def get_owners(self, dbt_resource_props: Mapping[str, Any]) -> list[str] | None:
         return _owners().get(self._place(dbt_resource_props)[1])
+
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        if unique_id.startswith("model."):
+            policy = upstream_policy(manifest, unique_id)
+            if policy is not None:
+                return spec.replace_attributes(freshness_policy=policy)
+        return spec
 
     def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> dg.AutomationCondition | None:
         if dbt_resource_props.get("resource_type") == "source":

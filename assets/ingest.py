@@ -18,7 +18,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from assets.policies import RETRY, failure, platform_errors
-from checks.freshness import freshness_policy
+from checks.freshness import data_freshness_result, data_freshness_spec, delivery_contract, freshness_policy
 from checks.staging import check_specs, contract_result, reconciliation_result, rejected_result
 from core.errors import FileRejected, IntegrityError, TerminalError
 from core.names import SOURCE_FILE, SOURCE_LINE, split_partition_key, table_name
@@ -237,7 +237,8 @@ def build_staging(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg
                 metadata={"dagster/table_name": table_name("quarantine", ds.insight_zone, ds.name)},
             ),
         ],
-        check_specs=check_specs(staging_key, partitions, ds),
+        check_specs=[*check_specs(staging_key, partitions, ds),
+                     *filter(None, [data_freshness_spec(staging_key, partitions, ds)])],
         retry_policy=RETRY,
     )
     def stage(context: dg.AssetExecutionContext, platform: PlatformResource):
@@ -253,9 +254,13 @@ def build_staging(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg
             tmp = (TMP_DIR, f"{key}.{version}.parquet")
             for store in (s_store, q_store):
                 _remove_leftovers(store, key)
+            arrival_ns = landing.delivered_at_ns(*landed)
+            data_freshness = data_freshness_spec(staging_key, partitions, ds)
             request = StagingRequest(
-                source_uri=landing.uri(*landed), source_name=name, contract=ds.contract, csv=ds.spec.source.csv,
-                staging_uri=s_store.uri(*tmp), quarantine_uri=q_store.uri(*tmp), expected_sha256=digest,
+                source_uri=landing.uri(*landed), source_name=name, contract=delivery_contract(ds, arrival_ns),
+                csv=ds.spec.source.csv, staging_uri=s_store.uri(*tmp), quarantine_uri=q_store.uri(*tmp),
+                expected_sha256=digest, event_time=ds.spec.freshness.data.event_time
+                if ds.spec.freshness and ds.spec.freshness.data else None,
             )
             try:
                 try:
@@ -269,6 +274,9 @@ def build_staging(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg
                 quarantined = _parquet_rows(lake, result.quarantine_uri)
                 contract_ok = result.quarantine_ratio <= contract.max_quarantine_ratio
                 reconciled = staged + quarantined == result.rows_read
+                fresh = data_freshness_result(ds, staging_key, result.newest_event_time, arrival_ns) \
+                    if data_freshness is not None else None
+                fresh_ok = fresh is None or fresh.passed or not data_freshness.blocking  # type: ignore[union-attr]
                 final = partition_parts(ds, key, version)
                 s_store.publish(lake.parts_of(result.staging_uri), final)
                 q_store.publish(lake.parts_of(result.quarantine_uri), final)
@@ -280,8 +288,8 @@ def build_staging(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg
             catalog = platform.catalog()
             outcome = catalog.publish(PartitionVersion(
                 insight_zone=ds.insight_zone, dataset=ds.name, partition_key=key, source_file=name,
-                delivered_at_ns=landing.delivered_at_ns(*landed), staging_uri=s_store.uri(*final),
-                quarantine_uri=q_store.uri(*final), passed=contract_ok and reconciled, rows_staged=staged,
+                delivered_at_ns=arrival_ns, staging_uri=s_store.uri(*final),
+                quarantine_uri=q_store.uri(*final), passed=contract_ok and reconciled and fresh_ok, rows_staged=staged,
                 rows_quarantined=quarantined), supersede=supersede)
             referenced = catalog.referenced_uris(ds.insight_zone, ds.name)
             for store in (s_store, q_store):
@@ -326,6 +334,8 @@ def build_staging(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg
         )
         yield contract_result(ds, staging_key, result, contract_ok)
         yield reconciliation_result(staging_key, result.rows_read, staged, quarantined)
+        if fresh is not None:
+            yield fresh
 
     return stage
 

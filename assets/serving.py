@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.dbt import upstream_published_and_checked
+from assets.dbt import upstream_policy, upstream_published_and_checked
 from assets.policies import RETRY, WAREHOUSE_POOL, platform_errors
 from checks.serving import check_specs, row_count_result
 from core.errors import ConfigError
@@ -34,6 +34,15 @@ def mart_contract(model: str, manifest_path: Path | None = None) -> tuple[str, d
                 raise ConfigError(f"served model {model} needs a contract with a data_type for every column "
                                  f"(missing: {', '.join(missing) or 'all'})")
             return node["schema"], types  # type: ignore[return-value]
+    raise ConfigError(f"served model {model} is not a dbt model")
+
+
+def mart_policy(model: str, manifest_path: Path | None = None) -> dg.FreshnessPolicy | None:
+    """The served table's freshness policy: its mart's, derived from the staging tables it reads."""
+    manifest = json.loads((manifest_path or DBT_DIR / "target" / "manifest.json").read_text())
+    for uid, node in manifest["nodes"].items():
+        if node["resource_type"] == "model" and node["name"] == model:
+            return upstream_policy(manifest, uid)
     raise ConfigError(f"served model {model} is not a dbt model")
 
 
@@ -60,6 +69,7 @@ def build_serving_asset(zone: InsightZone, model: str, spec: ServingSpec) -> dg.
         description=spec.description or f"{model}, served from the serving database.",
         metadata={"serving_table": f"{zone.name}.{model}", "key": spec.key},
         automation_condition=upstream_published_and_checked(),
+        freshness_policy=mart_policy(model),
         check_specs=check_specs(key),
         pool=WAREHOUSE_POOL,  # reads the warehouse, which dbt writes
         retry_policy=RETRY,

@@ -1,10 +1,11 @@
-"""Incidents from check results: one alert when an incident opens, one "resolved" message when it
-closes, nothing on the ticks between (issue 9, first part: the contract and reconciliation checks
-of staging; freshness and run failures come next).
+"""Incidents from check results and freshness states: one alert when an incident opens, one
+"resolved" message when it closes, nothing on the ticks between.
 
 An incident is keyed by (asset, check, delivered file): a partition is one delivery, and a
 re-delivery of the same file name is a new partition, so keying by the file lets the corrected
-delivery close the incident its predecessor opened. The planner is pure: it gets the open
+delivery close the incident its predecessor opened. Arrival freshness is an incident per asset
+(check ``freshness``, no file): opened at WARN or FAIL, raised again once if WARN becomes FAIL,
+resolved when the asset is fresh again. The planner is pure: it gets the open
 incidents (the sensor's cursor) and the latest check executions, and returns the new open set and
 the alerts. Execution records are ordered by their id in Dagster's check-execution index, which is
 unique across runs (event storage ids are not, on SQLite)."""
@@ -19,6 +20,8 @@ from core.errors import InvalidName
 from core.names import split_partition_key
 
 OPENED, RESOLVED = "opened", "resolved"
+FRESHNESS = "freshness"
+_RANK = {"WARN": 1, "ERROR": 2}
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,11 @@ def _what_failed(o: CheckOutcome) -> str:
 def _alert(kind: str, o: CheckOutcome, owners: tuple[str, ...], ui_url: str) -> Alert:
     asset = "/".join(o.asset)
     where = f"{asset} ({o.subject})"
-    if kind == OPENED:
+    if o.check == FRESHNESS:
+        where = asset
+        title = f"[{o.severity}] {asset} is stale" if kind == OPENED else f"[resolved] {asset} is fresh again"
+        body = o.description or ""
+    elif kind == OPENED:
         title = f"[{o.severity}] {o.check} failed on {where}"
         body = _what_failed(o)
     else:
@@ -95,7 +102,7 @@ def _alert(kind: str, o: CheckOutcome, owners: tuple[str, ...], ui_url: str) -> 
         body = f"partition {o.partition} passed {o.check}"
     return Alert(id=f"{o.incident_id}:{kind}:{o.record_id}", kind=kind, incident=o.incident_id, asset=asset,
                  check=o.check, source_file=o.subject, partition=o.partition, severity=o.severity, title=title,
-                 body=body, owners=owners, run_url=f"{ui_url}/runs/{o.run_id}",
+                 body=body, owners=owners, run_url=f"{ui_url}/runs/{o.run_id}" if o.run_id else "",
                  asset_url=f"{ui_url}/assets/{asset}", at=o.at)
 
 
@@ -114,9 +121,11 @@ def plan(open_incidents: Mapping[str, Mapping], outcomes: Iterable[CheckOutcome]
         if known is not None and o.record_id <= int(known["record_id"]):
             continue  # nothing newer than what opened (or last updated) the incident
         if not o.passed:
-            if known is None:
+            # Opened once; raised once more only if it got worse (a freshness WARN that became FAIL).
+            if known is None or _RANK.get(o.severity, 0) > _RANK.get(str(known.get("severity", o.severity)), 0):
                 alerts.append(_alert(OPENED, o, owners_of(o.asset), ui_url))
-            now_open[iid] = {"record_id": o.record_id, "partition": o.partition, "run_id": o.run_id}
+            now_open[iid] = {"record_id": o.record_id, "partition": o.partition, "run_id": o.run_id,
+                             "severity": o.severity}
         elif known is not None:
             alerts.append(_alert(RESOLVED, o, owners_of(o.asset), ui_url))
             del now_open[iid]

@@ -59,6 +59,8 @@ run_retries:
 sensors:
   use_threads: true
   num_workers: 4
+freshness:
+  enabled: true               # the freshness daemon evaluates every asset's freshness policy (every 30 s)
 telemetry:
   enabled: false
 """

@@ -67,9 +67,69 @@ class SourceSpec(Strict):
         return fnmatch.fnmatchcase(file_name, self.pattern)
 
 
+class ArrivalFreshness(Strict):
+    """When a new file is due: ``every_hours`` (a time window since the last published delivery)
+    or ``deadline_cron`` (by each cron tick, in ``timezone``, a delivery within the ``window_hours``
+    before it). Evaluated by Dagster's freshness daemon from materialisations, per asset."""
+
+    every_hours: float | None = Field(default=None, gt=0)
+    warn_after_hours: float | None = Field(default=None, gt=0)  # every_hours only: WARN before FAIL
+    deadline_cron: str | None = None
+    timezone: str = "UTC"
+    window_hours: float | None = Field(default=None, gt=0)  # deadline_cron only; default: the cron's interval
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ArrivalFreshness:
+        if (self.every_hours is None) == (self.deadline_cron is None):
+            raise ValueError("declare exactly one of every_hours or deadline_cron")
+        if self.every_hours is not None:
+            if self.window_hours is not None or self.timezone != "UTC":
+                raise ValueError("window_hours and timezone apply to deadline_cron only")
+            if self.warn_after_hours is not None and self.warn_after_hours >= self.every_hours:
+                raise ValueError("warn_after_hours must be less than every_hours")
+        elif self.warn_after_hours is not None:
+            raise ValueError("warn_after_hours applies to every_hours only")
+        if self.every_hours is not None and self.every_hours * 60 < 1:
+            raise ValueError("every_hours is under a minute, which Dagster cannot evaluate")
+        try:
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(self.timezone)
+        except Exception:
+            raise ValueError(f"timezone {self.timezone!r} is not an IANA time zone (e.g. Europe/Zurich)") from None
+        return self
+
+
+class DataFreshness(Strict):
+    """A rule on an event-time column, evaluated with the contract against the file's arrival:
+    rows whose event time is later than arrival + ``future_tolerance_minutes`` are quarantined
+    (rule ``not_after_arrival``), and a delivery whose newest event time is more than
+    ``max_age_hours`` before its arrival fails the ``data_freshness`` check (a file of last year's
+    data delivered today)."""
+
+    event_time: str  # a timestamp column of the contract
+    timezone: str = "UTC"  # the zone the event time's wall-clock values are in
+    max_age_hours: float | None = Field(default=None, gt=0)
+    future_tolerance_minutes: float | None = Field(default=None, ge=0)
+    # error: a stale delivery is held (a blocking check); warn: it is published, the check warns.
+    severity: Literal["error", "warn"] = "error"
+
+    @model_validator(mode="after")
+    def _something(self) -> DataFreshness:
+        if self.max_age_hours is None and self.future_tolerance_minutes is None:
+            raise ValueError("declare max_age_hours, future_tolerance_minutes or both")
+        try:
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(self.timezone)
+        except Exception:
+            raise ValueError(f"timezone {self.timezone!r} is not an IANA time zone (e.g. America/New_York)") from None
+        return self
+
+
 class FreshnessSpec(Strict):
-    # A new file is expected at least this often; older data is stale.
-    max_lag_hours: float = Field(gt=0)
+    arrival: ArrivalFreshness | None = None
+    data: DataFreshness | None = None
 
 
 class DatasetSpec(Strict):
@@ -82,6 +142,16 @@ class DatasetSpec(Strict):
     # file names legitimately repeat with new content.
     redelivery: Literal["supersede", "append"] = "supersede"
     engine: Literal["arrow"] = "arrow"  # the staging engine (Spark comes as a second one)
+
+    @model_validator(mode="after")
+    def _event_time_column(self) -> DatasetSpec:
+        data = self.freshness.data if self.freshness else None
+        if data is not None:
+            col = self.contract.columns.get(data.event_time)
+            if col is None or col.type != "timestamp":
+                raise ValueError(f"freshness.data.event_time {data.event_time!r} must be a timestamp column of "
+                                 "the contract")
+        return self
 
 
 class ServingSpec(Strict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import BinaryIO, Protocol
 
 from checks.contract import CompiledContract, HeaderMatch
@@ -36,6 +37,7 @@ class StagingRequest:
     staging_uri: str  # where to write the rows that passed (a temporary name: the caller publishes)
     quarantine_uri: str  # where to write the rows that did not
     expected_sha256: str | None = None  # a prefix of the source's sha256: refused if the bytes differ
+    event_time: str | None = None  # a timestamp column whose newest staged value the result reports
 
     @property
     def dataset(self) -> str:
@@ -55,6 +57,7 @@ class StagingResult:
     duplicates: int = 0  # rows quarantined for the unique key
     staging_uri: str | None = None  # the outputs: where the staged rows were written
     quarantine_uri: str | None = None  # and the quarantined ones
+    newest_event_time: datetime | None = None  # of the staged rows, when the request names an event_time
 
     @property
     def quarantine_ratio(self) -> float:

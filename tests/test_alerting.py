@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.test_utils import freeze_time
 from support import SAMPLES, ingest, load_definitions_module
 
 from checks.alerting import OPENED, RESOLVED, CheckOutcome, plan
@@ -122,12 +124,20 @@ def test_a_failing_channel_is_retried_and_does_not_hold_up_the_others(home: Path
     blocker.write_text("a file where the channel wants a folder")
     platform = TwoFiles(environment="local", home=str(home), second=str(blocker))
     ingest(home, "finance__expense_reports", BAD, instance=instance)
-    cursor = _tick(instance, platform, None)
+    start = time.time()
+    with freeze_time(start):
+        cursor = _tick(instance, platform, None)
     assert len(_lines(home)) == 1  # the working channel delivered at once
-    assert [p["channel"] for p in json.loads(cursor)["pending"]] == ["second_file"]
-    cursor = _tick(instance, platform, cursor)  # still failing: still pending, nothing repeated elsewhere
-    assert len(_lines(home)) == 1 and len(json.loads(cursor)["pending"]) == 1
+    [pending] = json.loads(cursor)["pending"]
+    assert pending["channel"] == "second_file" and pending["attempts"] == 1 and pending["next_at"] == pytest.approx(start + 5)
+    with freeze_time(start + 1):  # not due yet: not tried
+        assert _tick(instance, platform, cursor) == cursor
+    with freeze_time(start + 6):  # tried again, still failing: backs off further; nothing repeated elsewhere
+        cursor = _tick(instance, platform, cursor)
+    [pending] = json.loads(cursor)["pending"]
+    assert len(_lines(home)) == 1 and pending["attempts"] == 2 and pending["next_at"] == pytest.approx(start + 6 + 15)
     blocker.unlink()
-    cursor = _tick(instance, platform, cursor)
+    with freeze_time(start + 22):
+        cursor = _tick(instance, platform, cursor)
     assert json.loads(cursor)["pending"] == []
     assert [json.loads(x)["kind"] for x in (blocker / "alerts.jsonl").read_text().splitlines()] == ["opened"]

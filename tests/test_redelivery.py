@@ -19,6 +19,8 @@ TRIPS = SAMPLES / "mobility" / "yellow_trips" / "yellow_tripdata_2019-06_sample.
 ZONES = SAMPLES / "mobility" / "taxi_zones" / "taxi_zone_lookup.csv"
 NAME = "yellow_tripdata_2019-06.csv"
 SECOND = 10**9
+# Delivery times are real instants (the trips are from 2019; their pickups must not be after arrival).
+T0 = 1_767_225_600 * SECOND  # 2026-01-01 00:00 UTC
 
 
 def trips(rows: int, bad_line: int | None = None) -> bytes:
@@ -49,12 +51,12 @@ def observations(instance: dg.DagsterInstance, zone: str) -> dict[str, dict]:
 def test_a_corrected_redelivery_replaces_the_earlier_one_downstream(home: Path) -> None:
     with dg.instance_for_test() as instance:
         first = ingest(home, "mobility__yellow_trips", trips(60, bad_line=5), name=NAME, instance=instance,
-                       delivered_at_ns=1_000 * SECOND)
+                       delivered_at_ns=T0 + 1_000 * SECOND)
         assert first.success and quarantined_lines(home) == [5]
         assert staged_lines(home) == [n for n in range(2, 62) if n != 5]  # within the 2% limit
 
         corrected = ingest(home, "mobility__yellow_trips", trips(70), name=NAME, instance=instance,
-                           delivered_at_ns=2_000 * SECOND)
+                           delivered_at_ns=T0 + 2_000 * SECOND)
         assert corrected.success, corrected.failure_message()
         assert corrected.partition_key != first.partition_key  # other bytes, another partition
 
@@ -98,9 +100,9 @@ def test_an_older_delivery_staged_late_is_superseded_on_arrival(home: Path) -> N
     """Delivery order decides, not the order in which runs happen to finish."""
     with dg.instance_for_test() as instance:
         newer = ingest(home, "mobility__yellow_trips", trips(70), name=NAME, instance=instance,
-                       delivered_at_ns=2_000 * SECOND)
+                       delivered_at_ns=T0 + 2_000 * SECOND)
         older = ingest(home, "mobility__yellow_trips", trips(60, bad_line=5), name=NAME, instance=instance,
-                       delivered_at_ns=1_000 * SECOND)
+                       delivered_at_ns=T0 + 1_000 * SECOND)
         assert older.success
         meta = older.materializations()["staging"].metadata
         assert meta["published"].value is False
@@ -108,7 +110,7 @@ def test_an_older_delivery_staged_late_is_superseded_on_arrival(home: Path) -> N
         assert staged_lines(home) == list(range(2, 72)) and quarantined_lines(home) == []
         # Staging it again changes nothing: it stays superseded.
         again = ingest(home, "mobility__yellow_trips", trips(60, bad_line=5), name=NAME, instance=instance,
-                       delivered_at_ns=1_000 * SECOND)
+                       delivered_at_ns=T0 + 1_000 * SECOND)
         assert again.partition_key == older.partition_key
     assert catalog_states(home, "mobility__yellow_trips") == {older.partition_key: "superseded",
                                                              newer.partition_key: "published"}
@@ -121,9 +123,9 @@ def test_a_redelivery_that_fails_its_contract_is_held_and_the_earlier_one_stays(
     bad = good.replace(b'"Queens","Jamaica Bay"', b'"Atlantis","Jamaica Bay"')
     with dg.instance_for_test() as instance:
         first = ingest(home, "mobility__taxi_zones", good, name="taxi_zone_lookup.csv", instance=instance,
-                       delivered_at_ns=1_000 * SECOND)
+                       delivered_at_ns=T0 + 1_000 * SECOND)
         broken = ingest(home, "mobility__taxi_zones", bad, name="taxi_zone_lookup.csv", instance=instance,
-                        delivered_at_ns=2_000 * SECOND)
+                        delivered_at_ns=T0 + 2_000 * SECOND)
         assert first.success and not broken.success  # the blocking contract check failed
         assert "an earlier delivery of this file name stays in staging" in \
             broken.materializations()["staging"].metadata["catalog_state"].value
@@ -133,7 +135,7 @@ def test_a_redelivery_that_fails_its_contract_is_held_and_the_earlier_one_stays(
         assert query(home, "select borough from quarantine_mobility.taxi_zones") == [("Atlantis",)]  # says why
         # A corrected delivery after it supersedes both.
         fixed = ingest(home, "mobility__taxi_zones", good.replace(b'"Jamaica Bay"', b'"Jamaica Bay Wildlife"'),
-                       name="taxi_zone_lookup.csv", instance=instance, delivered_at_ns=3_000 * SECOND)
+                       name="taxi_zone_lookup.csv", instance=instance, delivered_at_ns=T0 + 3_000 * SECOND)
         assert fixed.success
     assert catalog_states(home, "mobility__taxi_zones") == {
         first.partition_key: "superseded", broken.partition_key: "superseded", fixed.partition_key: "published"}

@@ -229,7 +229,8 @@ class ArrowEngine:
             writer = BackgroundWriter()
             with io_.open_output(req.staging_uri) as s_sink, \
                     pq.ParquetWriter(s_sink, staging_schema(contract)) as staging:
-                stager = Stager(contract, opts, req.source_name, staging, quarantine, writer, result)
+                stager = Stager(contract, opts, req.source_name, staging, quarantine, writer, result,
+                                event_time=req.event_time)
                 try:
                     if header_only:
                         if hasher is not None:

@@ -150,8 +150,9 @@ def _compact(df: pl.DataFrame) -> pl.DataFrame:
 class Stager:
     def __init__(self, contract: CompiledContract, opts: CsvOptions, source_file: str,
                  staging: pq.ParquetWriter | None, quarantine: pq.ParquetWriter, writer: BackgroundWriter,
-                 result: StagingResult):
+                 result: StagingResult, event_time: str | None = None):
         self.contract, self.opts, self.source_file = contract, opts, source_file
+        self.event_time = event_time
         self.staging, self.quarantine = staging, quarantine
         self.writer = writer
         self.q_schema = quarantine.schema
@@ -378,3 +379,8 @@ class Stager:
         out = typed.with_columns(pl.lit(self.source_file).alias(SOURCE_FILE), lines)
         self.writer.write(self.staging, out.to_arrow().cast(self.s_schema))
         self.result.rows_staged += out.height
+        if self.event_time is not None:
+            newest = typed[self.event_time].max()
+            if newest is not None and (self.result.newest_event_time is None
+                                       or newest > self.result.newest_event_time):
+                self.result.newest_event_time = newest  # type: ignore[assignment]
