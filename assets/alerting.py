@@ -21,11 +21,11 @@ import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._time import get_current_timestamp
 
-from checks.alerting import FRESHNESS, Alert, CheckOutcome, plan
+from checks.alerting import FRESHNESS, Alert, CheckOutcome, plan, route
 from checks.freshness import DATA_FRESHNESS_CHECK, describe_policy
 from checks.staging import CONTRACT_CHECK, RECONCILIATION_CHECK
 from core.errors import PlatformError
-from core.zones import Dataset
+from core.zones import InsightZone
 from resources.platform import PlatformResource
 
 if TYPE_CHECKING:
@@ -94,7 +94,9 @@ def _due(item: dict, now: float) -> bool:
     return float(item.get("next_at", 0)) <= now
 
 
-def build_alerting_sensor(datasets: Sequence[Dataset]) -> dg.SensorDefinition:
+def build_alerting_sensor(zones: Sequence[InsightZone]) -> dg.SensorDefinition:
+    datasets = [d for z in zones for d in z.datasets]
+    routes = {z.name: z.spec.routes for z in zones}
     keys = [dg.AssetCheckKey(dg.AssetKey(["staging", d.insight_zone, d.name]), check)
             for d in datasets for check in (CONTRACT_CHECK, RECONCILIATION_CHECK, DATA_FRESHNESS_CHECK)
             if check != DATA_FRESHNESS_CHECK or (d.spec.freshness and d.spec.freshness.data
@@ -116,8 +118,16 @@ def build_alerting_sensor(datasets: Sequence[Dataset]) -> dg.SensorDefinition:
             (context.log.warning if a.kind == "opened" else context.log.info)(
                 f"{a.title}: {a.body} (owners: {', '.join(a.owners) or 'none declared'}; run {a.run_url})")
         channels = platform.alert_channels()
-        pending += [{"channel": c.name, "alert": json.loads(a.to_json())} for a in new for c in channels]
         by_name = {c.name: c for c in channels}
+        for a in new:
+            zone = a.asset.split("/")[1] if a.asset.count("/") else ""
+            targets, missing = route(a, routes.get(zone, []), list(by_name))
+            if missing:
+                context.log.warning(f"alert {a.id}: the {zone} zone routes {a.severity} alerts to "
+                                    f"{', '.join(missing)}, which this environment does not configure "
+                                    "(alerts.channels): not sent there")
+            body = json.loads(a.to_json())
+            pending += [{"channel": c, "alert": {**body, "owners": list(to)}} for c, to in targets.items()]
         left = []
         now = get_current_timestamp()  # Dagster's clock: tests move it with freeze_time
         for item in pending:

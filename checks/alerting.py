@@ -13,11 +13,12 @@ unique across runs (event storage ids are not, on SQLite)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from core.errors import InvalidName
 from core.names import split_partition_key
+from core.zones import AlertRoute
 
 OPENED, RESOLVED = "opened", "resolved"
 FRESHNESS = "freshness"
@@ -130,3 +131,26 @@ def plan(open_incidents: Mapping[str, Mapping], outcomes: Iterable[CheckOutcome]
             alerts.append(_alert(RESOLVED, o, owners_of(o.asset), ui_url))
             del now_open[iid]
     return now_open, alerts
+
+
+ALWAYS_ON = ("alert_file",)  # the local alert file receives every alert (as does the sensor's log)
+
+
+def route(alert: Alert, routes: Sequence[AlertRoute], configured: Sequence[str]
+          ) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """Which channels deliver ``alert``, each to which recipients (the zone's routes for the
+    alert's severity), and which channels a matching route names that this environment does not
+    configure (the caller says so: nothing is dropped silently). A route without channels means
+    every configured channel; the always-on channels get every alert, addressed to its owners."""
+    out: dict[str, list[str]] = {c: list(alert.owners) for c in configured if c in ALWAYS_ON}
+    missing: list[str] = []
+    for r in routes:
+        if alert.severity not in r.severities:
+            continue
+        for channel in r.channels if r.channels is not None else [c for c in configured if c not in ALWAYS_ON]:
+            if channel not in configured:
+                missing.append(channel)
+                continue
+            rcpt = out.setdefault(channel, [])
+            rcpt += [t for t in r.to if t not in rcpt]
+    return {c: tuple(r) for c, r in out.items()}, sorted(set(missing))

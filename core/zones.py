@@ -160,11 +160,43 @@ class ServingSpec(Strict):
     description: str = ""
 
 
+class AlertRoute(Strict):
+    """Who hears of the zone's incidents of these severities, on which of the environment's
+    channels (``alerts.channels`` in platform/environments/<env>.yaml; none listed: all of them)."""
+
+    to: list[str] = Field(min_length=1)
+    severities: list[Literal["ERROR", "WARN"]] = ["ERROR", "WARN"]
+    channels: list[str] | None = None
+
+    @field_validator("to")
+    @classmethod
+    def _recipients(cls, v: list[str]) -> list[str]:
+        for o in v:
+            if not OWNER.match(o):
+                raise ValueError(f"recipient {o!r} must be an email address or team:<name>")
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_names(cls, v: list[str] | None) -> list[str] | None:
+        for name in v or []:
+            if not NAME.match(name):
+                raise ValueError(f"channel name {name!r} must match {NAME.pattern}")
+        return v
+
+
 class ZoneSpec(Strict):
     description: str = ""
     owners: list[str] = Field(min_length=1)
     datasets: dict[str, DatasetSpec] = Field(min_length=1)
     serving: dict[str, ServingSpec] = {}  # analytics model name → how it is served
+    # Routing of the zone's alerts; default: every owner, both severities, every channel. The
+    # local alert file and the sensor's log always receive every alert.
+    alerts: list[AlertRoute] | None = None
+
+    @property
+    def routes(self) -> list[AlertRoute]:
+        return self.alerts if self.alerts is not None else [AlertRoute(to=list(self.owners))]
 
     @field_validator("owners")
     @classmethod

@@ -23,7 +23,7 @@ defs = dg.Definitions(
     sensors=[
         *(build_sensor(d) for d in datasets),
         build_strays_sensor([d.dataset for d in datasets]),
-        build_alerting_sensor([d.dataset for d in datasets]),
+        build_alerting_sensor(load_zones()),
         # Builds ods, analytics and serving when staging partitions are published with their
         # blocking checks passed (see assets.dbt.upstream_published_and_checked).
         dg.AutomationConditionSensorDefinition(

@@ -3,6 +3,7 @@ SQLite storage ``make run`` uses, delivered to the local alert file."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -141,3 +142,61 @@ def test_a_failing_channel_is_retried_and_does_not_hold_up_the_others(home: Path
         cursor = _tick(instance, platform, cursor)
     assert json.loads(cursor)["pending"] == []
     assert [json.loads(x)["kind"] for x in (blocker / "alerts.jsonl").read_text().splitlines()] == ["opened"]
+
+
+# -- routing ---------------------------------------------------------------------------------------
+
+
+def _routes(*raw: dict):
+    from core.zones import AlertRoute
+
+    return [AlertRoute.model_validate(r) for r in raw]
+
+
+def test_routes_pick_channels_and_recipients_by_severity() -> None:
+    from checks.alerting import route
+
+    [error] = plan({}, [outcome(1, False)], owners, "u")[1]
+    warn = dataclasses.replace(error, severity="WARN")
+    routes = _routes({"to": ["oncall@example.com"], "severities": ["ERROR"], "channels": ["pager", "slack"]},
+                     {"to": ["team:finance-data"], "channels": ["slack"]})
+    configured = ["alert_file", "pager", "slack"]
+    assert route(error, routes, configured) == ({"alert_file": ("finance-oncall@example.com",),
+                                                 "pager": ("oncall@example.com",),
+                                                 "slack": ("oncall@example.com", "team:finance-data")}, [])
+    assert route(warn, routes, configured) == ({"alert_file": ("finance-oncall@example.com",),
+                                                "slack": ("team:finance-data",)}, [])
+    # An environment without those channels: the alert file still gets it; the gap is named.
+    assert route(error, routes, ["alert_file"]) == ({"alert_file": ("finance-oncall@example.com",)},
+                                                    ["pager", "slack"])
+    # No channels listed: every configured one.
+    assert route(warn, _routes({"to": ["a@example.com"]}), configured)[0] == {
+        "alert_file": ("finance-oncall@example.com",), "pager": ("a@example.com",), "slack": ("a@example.com",)}
+
+
+class Collected(JsonLinesChannel):
+    """A second alert file under another channel's name, to see what routing sends it."""
+
+
+class Routed(PlatformResource):
+    extra: str = ""
+
+    def alert_channels(self) -> list[JsonLinesChannel]:
+        out = []
+        for name in ("oncall", "slack"):
+            c = Collected(Path(self.extra) / f"{name}.jsonl")
+            c.name = name
+            out.append(c)
+        return [*super().alert_channels(), *out]
+
+
+def test_the_mobility_zones_routes_reach_their_channels(home: Path, tmp_path: Path, instance) -> None:
+    platform = Routed(environment="local", home=str(home), extra=str(tmp_path))
+    bad = SAMPLES / "mobility" / "yellow_trips" / "yellow_tripdata_2009-01_sample.csv"
+    assert not ingest(home, "mobility__yellow_trips", bad, instance=instance).success
+    _tick(instance, platform, None)
+    sent = {n: [json.loads(x) for x in (tmp_path / f"{n}.jsonl").read_text().splitlines()]
+            for n in ("oncall", "slack")}
+    assert [a["owners"] for a in sent["oncall"]] == [["mobility-oncall@example.com"]]
+    assert [a["owners"] for a in sent["slack"]] == [["mobility-oncall@example.com", "team:mobility-data"]]
+    assert [a["owners"] for a in _lines(home)] == [["team:mobility-data", "mobility-oncall@example.com"]]
