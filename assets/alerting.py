@@ -21,11 +21,13 @@ import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._time import get_current_timestamp
 
-from checks.alerting import FRESHNESS, Alert, CheckOutcome, plan, route
+from assets.sensors import SET_ASIDE_JOB
+from checks.alerting import FRESHNESS, RUN_FAILURE, SENSOR_HEALTH, Alert, CheckOutcome, plan, route
 from checks.freshness import DATA_FRESHNESS_CHECK, describe_policy
 from checks.staging import CONTRACT_CHECK, RECONCILIATION_CHECK
 from core.errors import PlatformError
 from core.zones import InsightZone
+from resources.alerts.base import ChannelFailed
 from resources.platform import PlatformResource
 
 if TYPE_CHECKING:
@@ -90,6 +92,68 @@ def freshness_outcomes(instance: dg.DagsterInstance, graph: BaseAssetGraph | Non
     return out
 
 
+RUNS = 200  # newest finished runs read each tick
+_FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+
+def run_outcomes(instance: dg.DagsterInstance, failed_check_runs: set[str],
+                 zone_of_job: dict[str, str]) -> list[CheckOutcome]:
+    """Failed and canceled runs as incidents per (job, delivered file or -), resolved by the next
+    successful run of the same. Left out: a run that failed on a failed check (the check's own
+    incident says more), one that Dagster will retry (its retry decides), and the set-aside job's
+    runs, which fail on purpose and are reported once each (an incident keyed by their run)."""
+    out = []
+    for rec in instance.get_run_records(dg.RunsFilter(statuses=list(_FINISHED)), limit=RUNS):
+        run = rec.dagster_run
+        failed = run.status != dg.DagsterRunStatus.SUCCESS
+        if failed and (run.run_id in failed_check_runs or run.tags.get("dagster/will_retry") == "true"):
+            continue
+        partition = run.tags.get("dagster/partition")
+        one_shot = run.job_name == SET_ASIDE_JOB
+        if one_shot and not failed:
+            continue
+        # The set-aside job's source tag is a dataset id (<insight_zone>__<dataset>) or "ingress".
+        zone = zone_of_job.get(run.job_name) or run.tags.get("platform/source", "").split("__")[0]
+        at = (rec.end_time or rec.update_timestamp.timestamp())
+        what = "was canceled" if run.status == dg.DagsterRunStatus.CANCELED else "failed"
+        out.append(CheckOutcome(
+            asset=("runs", zone or "-", run.job_name), check=RUN_FAILURE,
+            partition=partition or (run.run_id if one_shot else None), record_id=rec.storage_id,
+            run_id=run.run_id, passed=not failed, severity="ERROR", at=at,
+            description=f"run {run.run_id[:8]} of {run.job_name} {what}"
+                        + (f" ({run.tags['platform/source_file']})" if "platform/source_file" in run.tags else "")
+                        + "; its event log says why"))
+    return out
+
+
+FAILED_TICKS = 3  # consecutive failed ticks that make a sensor unhealthy
+
+
+def sensor_outcomes(instance: dg.DagsterInstance, names: dict[str, str]) -> list[CheckOutcome]:
+    """Each of the platform's sensors whose last FAILED_TICKS ticks all failed (an incident per
+    sensor), resolved by its next tick that does not fail."""
+    from dagster._core.scheduler.instigation import InstigatorType, TickStatus
+
+    out = []
+    for st in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        if st.instigator_name not in names:
+            continue
+        ticks = instance.get_ticks(st.instigator_origin_id, st.selector_id, limit=FAILED_TICKS)
+        done = [t for t in ticks if t.status != TickStatus.STARTED]
+        if not done:
+            continue
+        failing = len(done) == FAILED_TICKS and all(t.status == TickStatus.FAILURE for t in done)
+        if not failing and done[0].status == TickStatus.FAILURE:
+            continue  # failing, but not for long enough: neither opens nor closes
+        error = done[0].error.message.strip().splitlines()[-1][:300] if failing and done[0].error else ""
+        out.append(CheckOutcome(
+            asset=("sensors", names[st.instigator_name], st.instigator_name), check=SENSOR_HEALTH, partition=None,
+            record_id=done[0].tick_id, run_id="", passed=not failing, severity="ERROR", at=done[0].timestamp,
+            description=f"sensor {st.instigator_name} failed its last {FAILED_TICKS} ticks: {error}" if failing
+            else None))
+    return out
+
+
 def _due(item: dict, now: float) -> bool:
     return float(item.get("next_at", 0)) <= now
 
@@ -102,6 +166,10 @@ def build_alerting_sensor(zones: Sequence[InsightZone]) -> dg.SensorDefinition:
             if check != DATA_FRESHNESS_CHECK or (d.spec.freshness and d.spec.freshness.data
                                                  and d.spec.freshness.data.max_age_hours)]
     zone_owners = {d.insight_zone: tuple(d.owners) for d in datasets}
+    zone_of_job = {f"ingest__{d.id}": d.insight_zone for d in datasets}
+    # Sensor name → its insight zone (whose owners hear of it); the shared sensors have none.
+    sensor_names = {f"{d.id}__ingress": d.insight_zone for d in datasets} | dict.fromkeys(
+        ("ingress__strays", "modelled_zones_automation", ALERTS_SENSOR), "-")
 
     @dg.sensor(name=ALERTS_SENSOR, minimum_interval_seconds=INTERVAL_S, default_status=dg.DefaultSensorStatus.RUNNING,
                description="Alerts the owners once when a staging check fails (an incident per dataset, "
@@ -109,10 +177,18 @@ def build_alerting_sensor(zones: Sequence[InsightZone]) -> dg.SensorDefinition:
     def alerts(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
         state = json.loads(context.cursor) if context.cursor else {}
         graph = context.repository_def.asset_graph if context.repository_def is not None else None
-        seen = outcomes(context.instance, keys) + freshness_outcomes(context.instance, graph)
+        checks = outcomes(context.instance, keys)
+        failed_check_runs = {o.run_id for o in checks if not o.passed}
+        seen = checks + freshness_outcomes(context.instance, graph) + run_outcomes(
+            context.instance, failed_check_runs, zone_of_job) + sensor_outcomes(context.instance, sensor_names)
         open_incidents, new = plan(state.get("open", {}), seen,
                                    lambda asset: zone_owners.get(asset[1], ()) if len(asset) > 1 else (),
                                    platform.ui_url())
+        # A one-shot incident (a set-aside run) that fell out of the runs read is forgotten: it
+        # cannot come back, so the cursor stays bounded.
+        current = {o.incident_id for o in seen}
+        open_incidents = {k: v for k, v in open_incidents.items()
+                          if not (f"/{SET_ASIDE_JOB}:" in k and k not in current)}
         pending: list[dict] = state.get("pending", [])
         for a in new:
             (context.log.warning if a.kind == "opened" else context.log.info)(
@@ -146,6 +222,12 @@ def build_alerting_sensor(zones: Sequence[InsightZone]) -> dg.SensorDefinition:
                 context.log.warning(f"alert {item['alert']['id']} not delivered to {channel.name} (attempt "
                                     f"{attempts}): {e}; retried in {wait} s")
                 left.append({**item, "attempts": attempts, "next_at": now + wait})
+        failing = {i["channel"] for i in left if i.get("attempts")}
+        if by_name and failing == set(by_name):
+            # No channel took anything: fail the tick, so the sensor shows red in the UI and the
+            # daemon's log says why (the cursor is kept: nothing is lost, the next tick retries).
+            raise ChannelFailed(f"the {ALERTS_SENSOR} sensor could not deliver to any channel "
+                                f"({', '.join(sorted(failing))}); {len(left)} deliveries pending")
         return dg.SensorResult(cursor=json.dumps({"open": open_incidents, "pending": left}, sort_keys=True))
 
     return alerts

@@ -22,6 +22,8 @@ from core.zones import AlertRoute
 
 OPENED, RESOLVED = "opened", "resolved"
 FRESHNESS = "freshness"
+RUN_FAILURE = "run_failure"  # incidents of runs: asset ("runs", <insight zone>, <job>)
+SENSOR_HEALTH = "sensor_health"  # incidents of sensors: asset ("sensors", <insight zone>, <sensor>)
 _RANK = {"WARN": 1, "ERROR": 2}
 
 
@@ -91,7 +93,16 @@ def _what_failed(o: CheckOutcome) -> str:
 def _alert(kind: str, o: CheckOutcome, owners: tuple[str, ...], ui_url: str) -> Alert:
     asset = "/".join(o.asset)
     where = f"{asset} ({o.subject})"
-    if o.check == FRESHNESS:
+    if o.check == SENSOR_HEALTH:
+        title = (f"[{o.severity}] sensor {o.asset[-1]} is failing" if kind == OPENED
+                 else f"[resolved] sensor {o.asset[-1]} ticks again")
+        body = (o.description or "") if kind == OPENED else "its latest tick did not fail"
+    elif o.check == RUN_FAILURE:
+        job = o.asset[-1]
+        title = (f"[{o.severity}] {job} failed" + (f" for {o.subject}" if o.partition else "") if kind == OPENED
+                 else f"[resolved] {job} succeeds again" + (f" for {o.subject}" if o.partition else ""))
+        body = (o.description or "") if kind == OPENED else f"run {o.run_id[:8]} succeeded"
+    elif o.check == FRESHNESS:
         where = asset
         title = f"[{o.severity}] {asset} is stale" if kind == OPENED else f"[resolved] {asset} is fresh again"
         body = o.description or ""
@@ -104,7 +115,7 @@ def _alert(kind: str, o: CheckOutcome, owners: tuple[str, ...], ui_url: str) -> 
     return Alert(id=f"{o.incident_id}:{kind}:{o.record_id}", kind=kind, incident=o.incident_id, asset=asset,
                  check=o.check, source_file=o.subject, partition=o.partition, severity=o.severity, title=title,
                  body=body, owners=owners, run_url=f"{ui_url}/runs/{o.run_id}" if o.run_id else "",
-                 asset_url=f"{ui_url}/assets/{asset}", at=o.at)
+                 asset_url="" if o.check in (RUN_FAILURE, SENSOR_HEALTH) else f"{ui_url}/assets/{asset}", at=o.at)
 
 
 def plan(open_incidents: Mapping[str, Mapping], outcomes: Iterable[CheckOutcome],

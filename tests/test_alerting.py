@@ -4,6 +4,7 @@ SQLite storage ``make run`` uses, delivered to the local alert file."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import tempfile
 import time
@@ -130,7 +131,8 @@ def test_a_failing_channel_is_retried_and_does_not_hold_up_the_others(home: Path
         cursor = _tick(instance, platform, None)
     assert len(_lines(home)) == 1  # the working channel delivered at once
     [pending] = json.loads(cursor)["pending"]
-    assert pending["channel"] == "second_file" and pending["attempts"] == 1 and pending["next_at"] == pytest.approx(start + 5)
+    assert pending["channel"] == "second_file" and pending["attempts"] == 1
+    assert pending["next_at"] == pytest.approx(start + 5)
     with freeze_time(start + 1):  # not due yet: not tried
         assert _tick(instance, platform, cursor) == cursor
     with freeze_time(start + 6):  # tried again, still failing: backs off further; nothing repeated elsewhere
@@ -200,3 +202,109 @@ def test_the_mobility_zones_routes_reach_their_channels(home: Path, tmp_path: Pa
     assert [a["owners"] for a in sent["oncall"]] == [["mobility-oncall@example.com"]]
     assert [a["owners"] for a in sent["slack"]] == [["mobility-oncall@example.com", "team:mobility-data"]]
     assert [a["owners"] for a in _lines(home)] == [["team:mobility-data", "mobility-oncall@example.com"]]
+
+
+# -- runs and sensors ------------------------------------------------------------------------------
+
+
+def test_a_failed_run_alerts_once_unless_a_failed_check_already_did_and_its_next_success_resolves(
+        home: Path, instance) -> None:
+    import hashlib
+
+    from support import dataset_defs
+
+    from core.names import partition_key
+
+    platform = PlatformResource(environment="local", home=str(home))
+    zones = SAMPLES / "mobility" / "taxi_zones" / "taxi_zone_lookup.csv"
+    defs = dataset_defs("mobility__taxi_zones")
+    key = partition_key(zones.name, hashlib.sha256(zones.read_bytes()).hexdigest())
+    instance.add_dynamic_partitions(defs.partitions.name, [key])
+    # Landing with nothing in ingress and no file named: a terminal error, no check involved.
+    failed = dg.materialize([defs.landing], partition_key=key, instance=instance, raise_on_error=False,
+                            resources={"platform": platform})
+    assert not failed.success
+    assert not ingest(home, "finance__expense_reports", BAD, instance=instance).success  # fails on its check
+    cursor = _tick(instance, platform, None)
+    runs = [a for a in _lines(home) if a["check"] == "run_failure"]
+    assert [(a["kind"], a["source_file"], a["run_url"].rsplit("/", 1)[1]) for a in runs] == [
+        ("opened", zones.name, failed.run_id)]
+    assert [a["check"] for a in _lines(home) if a["check"] != "run_failure"] == ["contract"]  # no run alert for it
+    assert _tick(instance, platform, cursor) == cursor
+    assert ingest(home, "mobility__taxi_zones", zones, instance=instance).success  # the same partition, now landed
+    _tick(instance, platform, cursor)
+    assert [a["kind"] for a in _lines(home) if a["check"] == "run_failure"] == ["opened", "resolved"]
+
+
+_CLOCK = itertools.count(int(time.time()), 10)
+
+
+def _sensor_ticks(instance: dg.DagsterInstance, name: str, statuses: list) -> None:
+    """Ticks of the platform's sensor ``name``, written through Dagster's own scheduler storage
+    (a stand-in for a daemon whose sensor keeps failing: making a real sensor fail on cue would
+    need a broken deployment)."""
+    from dagster._core.remote_origin import (
+        InProcessCodeLocationOrigin,
+        RemoteInstigatorOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.scheduler.instigation import (
+        InstigatorState,
+        InstigatorStatus,
+        InstigatorType,
+        TickData,
+    )
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._utils.error import SerializableErrorInfo
+    from support import REPO
+
+    repo = RemoteRepositoryOrigin(InProcessCodeLocationOrigin(LoadableTargetOrigin(
+        python_file=str(REPO / "platform" / "definitions.py"))), "__repository__")
+    origin = RemoteInstigatorOrigin(repo, name)
+    state = InstigatorState(origin, InstigatorType.SENSOR, InstigatorStatus.RUNNING)
+    if not instance.get_instigator_state(origin.get_id(), state.selector_id):
+        instance.add_instigator_state(state)
+    for i, status in enumerate(statuses):
+        instance.create_tick(TickData(
+            instigator_origin_id=origin.get_id(), instigator_name=name, instigator_type=InstigatorType.SENSOR,
+            status=status, timestamp=float(next(_CLOCK) + i), selector_id=state.selector_id, run_ids=[], run_keys=[],
+            error=SerializableErrorInfo("NotAvailable: ingress s3://acme/ingress: access denied\n", [], "X")
+            if status.value == "FAILURE" else None))
+
+
+def test_a_sensor_failing_tick_after_tick_alerts_once_and_resolves_when_it_recovers(home: Path, instance) -> None:
+    from dagster._core.scheduler.instigation import TickStatus
+
+    platform = PlatformResource(environment="local", home=str(home))
+    _sensor_ticks(instance, "mobility__yellow_trips__ingress", [TickStatus.SUCCESS, TickStatus.FAILURE,
+                                                                 TickStatus.FAILURE])
+    cursor = _tick(instance, platform, None)
+    assert _lines(home) == []  # two failed ticks: not yet
+    _sensor_ticks(instance, "mobility__yellow_trips__ingress", [TickStatus.FAILURE])
+    cursor = _tick(instance, platform, cursor)
+    [alert] = _lines(home)
+    assert alert["title"] == "[ERROR] sensor mobility__yellow_trips__ingress is failing"
+    assert alert["owners"] == ["team:mobility-data", "mobility-oncall@example.com"]
+    assert alert["check"] == "sensor_health" and alert["asset"] == "sensors/mobility/mobility__yellow_trips__ingress"
+    assert alert["body"] == ("sensor mobility__yellow_trips__ingress failed its last 3 ticks: "
+                             "NotAvailable: ingress s3://acme/ingress: access denied")
+    _sensor_ticks(instance, "mobility__yellow_trips__ingress", [TickStatus.FAILURE])
+    cursor = _tick(instance, platform, cursor)
+    assert len(_lines(home)) == 1
+    _sensor_ticks(instance, "mobility__yellow_trips__ingress", [TickStatus.SKIPPED])
+    _tick(instance, platform, cursor)
+    assert [a["kind"] for a in _lines(home)] == ["opened", "resolved"]
+
+
+def test_when_no_channel_takes_an_alert_the_tick_fails_and_keeps_it(home: Path, instance) -> None:
+    from core.errors import PlatformError
+
+    (home / "alerts").mkdir(parents=True)
+    (home / "alerts" / "alerts.jsonl").mkdir()  # the only channel cannot write
+    platform = PlatformResource(environment="local", home=str(home))
+    ingest(home, "finance__expense_reports", BAD, instance=instance)
+    with pytest.raises(PlatformError, match="could not deliver to any channel"):
+        _tick(instance, platform, None)
+    (home / "alerts" / "alerts.jsonl").rmdir()
+    _tick(instance, platform, None)  # the stored cursor did not move: the alert is delivered now
+    assert [a["kind"] for a in _lines(home)] == ["opened"]

@@ -32,8 +32,12 @@ class JsonLinesChannel(AlertChannel):
         return self._ids
 
     def deliver(self, alert: Alert) -> None:
-        if alert.id in self._known():
-            return
+        try:
+            if alert.id in self._known():
+                return
+        except OSError as e:  # e.g. a folder where the file should be: this channel fails, not the sensor
+            self._ids = None
+            raise ChannelFailed(f"alert file {self.path}: {e.strerror or e}") from None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as f:
