@@ -86,6 +86,19 @@ def expectations(env: Environment, zones: Iterable[InsightZone], key_arn: str) -
     expect("the platform reads the PII key", "PlatformRole", "secretsmanager:GetSecretValue",
            f"arn:aws:secretsmanager:{region}:{acct}:secret:{env.secrets.pii_key}-AbCdEf", True)
     expect("the platform decrypts with the lake key", "PlatformRole", "kms:Decrypt", key_arn, True)
+    for name, c in env.alerts.channels.items():
+        if c.topic_arn:
+            expect(f"the platform publishes alerts to {c.topic_arn}", "PlatformRole", "sns:Publish", c.topic_arn, True)
+            for z in zones:
+                expect(f"{z.name} analysts cannot publish to the alert topic of {name}",
+                       role_logical_id("analyst", z.name), "sns:Publish", c.topic_arn, False)
+        for secret in c.secret_names:
+            resource = f"arn:aws:secretsmanager:{region}:{acct}:secret:{secret}-AbCdEf"
+            expect(f"the platform reads the secret of alert channel {name}", "PlatformRole",
+                   "secretsmanager:GetSecretValue", resource, True)
+            for z in zones:
+                expect(f"{z.name} analysts cannot read the secret of alert channel {name}",
+                       role_logical_id("analyst", z.name), "secretsmanager:GetSecretValue", resource, False)
     expect("Redshift COPY reads staging", "RedshiftCopyRole", "s3:GetObject", obj("staging", "z", "d", "p.parquet"),
            True, "staging")
     expect("Redshift COPY cannot read landing", "RedshiftCopyRole", "s3:GetObject", landing_key, False, "landing")

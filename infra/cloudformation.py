@@ -4,12 +4,14 @@
 ``python -m cli infra render --env prod`` prints it. Everything the platform's code expects to find is
 named here from the same declaration: the buckets from the lake/ingress URIs, the key alias from
 ``lake.kms_key_id``, the Glue databases as ``<database_prefix><zone>_<insight_zone>`` (``core.names.schema_name``),
-the Redshift COPY role from ``warehouse.copy_role_arn``, the secrets from their declared names.
+the Redshift COPY role from ``warehouse.copy_role_arn``, the secrets from their declared names, the alert
+topics from ``alerts.channels.<name>.topic_arn``.
 
 Access model (what the roles may do):
 
 - the platform role reads and writes ingress and every lake bucket, the platform's Glue databases,
-  uses the key and reads the three secrets;
+  uses the key, reads the secrets (the three of the platform and those its alert channels name) and
+  publishes to the alert channels' SNS topics (created here, encrypted with the key);
 - the Redshift COPY role reads the staging prefix only, and may decrypt with the key;
 - per insight zone, an analyst role reads ``staging/<insight_zone>/`` and the Glue tables of
   ``<prefix>staging_<insight_zone>``, and a dbt role reads the same plus the warehouse and PII-key secrets.
@@ -36,8 +38,8 @@ from core.names import LAKE_ZONES, schema_name
 from core.zones import InsightZone
 from resources.environment import Environment, split_s3_uri
 
-__all__ = ["KEY", "bucket_logical_id", "glue_databases", "pii_datasets", "render", "resolve_intrinsics",
-           "role_logical_id", "to_json", "to_yaml"]
+__all__ = ["KEY", "alert_topic_logical_id", "bucket_logical_id", "glue_databases", "pii_datasets", "render",
+           "resolve_intrinsics", "role_logical_id", "to_json", "to_yaml"]
 
 KEY = "LakeKey"
 # Read access to objects, for every reader role.
@@ -59,6 +61,11 @@ def bucket_logical_id(zone: str) -> str:
 def role_logical_id(kind: str, insight_zone: str | None = None) -> str:
     """``platform`` / ``redshift_copy`` / (``analyst`` | ``dbt``, insight zone) → the role's logical id."""
     return f"{_camel(insight_zone or '')}{_camel(kind)}Role"
+
+
+def alert_topic_logical_id(channel: str) -> str:
+    """Alert channel ``oncall`` → ``AlertOncallTopic``."""
+    return f"Alert{_camel(channel)}Topic"
 
 
 def glue_databases(env: Environment, zones: Iterable[InsightZone]) -> list[str]:
@@ -181,6 +188,27 @@ def render(env: Environment, zones: Iterable[InsightZone]) -> dict[str, Any]:
             "Name": name, "Description": f"{prefix}: {what} (placeholder, set the real value out of band)",
             "KmsKeyId": {"Ref": KEY}, "GenerateSecretString": generate}}
 
+    # Alerts: the SNS topics of the sns channels, encrypted with the environment's key (the platform
+    # role, which publishes, may use it), and a placeholder for every secret a channel names.
+    topics = {name: c.topic_arn for name, c in env.alerts.channels.items() if c.kind == "sns" and c.topic_arn}
+    for name, arn in topics.items():
+        lid = alert_topic_logical_id(name)
+        topic_name = arn.rsplit(":", 1)[1]
+        fifo = {"FifoTopic": True, "ContentBasedDeduplication": False} if topic_name.endswith(".fifo") else {}
+        resources[lid] = {"Type": "AWS::SNS::Topic", "Properties": {
+            "TopicName": topic_name, "DisplayName": f"{prefix} alerts", "KmsMasterKeyId": {"Ref": KEY}, **fifo}}
+        outputs[f"{lid}Arn"] = {"Description": f"the topic of alert channel {name}", "Value": {"Ref": lid}}
+    alert_secrets = []
+    for channel, c in env.alerts.channels.items():
+        for name in c.secret_names:  # one per channel: its SMTP password or its webhook URL
+            alert_secrets.append(name)
+            resources[f"Alert{_camel(channel)}Secret"] = {
+                "Type": "AWS::SecretsManager::Secret", "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
+                "Properties": {"Name": name, "KmsKeyId": {"Ref": KEY},
+                               "Description": f"{prefix}: alert channel {channel} (placeholder, set the real value "
+                                              "out of band)",
+                               "GenerateSecretString": {"PasswordLength": 32, "ExcludePunctuation": True}}}
+
     bucket_arns = {z: f"arn:aws:s3:::{b}" for z, (b, _) in loc.items()}
     restricted = [a for z in ("ingress", "landing", "quarantine") for a in (bucket_arns[z], bucket_arns[z] + "/*")]
     deny_restricted = _statement("DenyIngressLandingQuarantine", "Deny", ["s3:*"], restricted)
@@ -209,7 +237,8 @@ def render(env: Environment, zones: Iterable[InsightZone]) -> dict[str, Any]:
                                                     f"{glue}:table/{db_prefix}*/*"]),
         _statement("UseKey", "Allow", _KMS_USE, [key_arn]),
         _statement("ReadSecrets", "Allow", ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-                   [secret_arn(n) for n in secret_names.values()]),
+                   [secret_arn(n) for n in [*secret_names.values(), *alert_secrets]]),
+        *([_statement("PublishAlerts", "Allow", ["sns:Publish"], list(topics.values()))] if topics else []),
     ))
     staging_bucket, staging_prefix = loc["staging"]
     role("RedshiftCopyRole", p["copy_role"], "Redshift COPY from staging", _doc(

@@ -15,6 +15,7 @@ tests) validate every file.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from core.names import (
     IDENT,
     KMS_ALIAS,
     LAKE_ZONES,
+    NAME,
     RESOURCE_PREFIX,
     ROLE_ARN,
     S3_BUCKET,
@@ -39,8 +41,9 @@ from core.names import (
 from core.paths import ENVIRONMENTS_DIR, REPO_ROOT
 from core.yaml_config import ConfigError, Strict, load_model
 
-__all__ = ["DEFAULT_ENV", "ENVIRONMENTS_DIR", "AwsConfig", "Environment", "SensorConfig", "available_environments",
-           "default_home", "load_environment", "resolve", "split_s3_uri", "validate_all"]
+__all__ = ["DEFAULT_ENV", "ENVIRONMENTS_DIR", "RESERVED_CHANNELS", "AlertChannelConfig", "AlertsConfig", "AwsConfig",
+           "Environment", "SensorConfig", "available_environments", "default_home", "load_environment", "resolve",
+           "split_s3_uri", "validate_all"]
 
 DEFAULT_ENV = "local"
 
@@ -214,6 +217,137 @@ class SensorConfig(Strict):
     max_files_per_tick: int = Field(default=500, ge=1)
 
 
+# -- alerts: the channels besides the always-on alert file and sensor log ---------------------------
+RESERVED_CHANNELS = ("alert_file", "log")  # the channels that are always on
+ENV_VAR = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+EMAIL = re.compile(r"^[^@\s:]+@[^@\s]+\.[^@\s]+$")
+SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:(?P<region>[a-z]{2}(-gov)?-[a-z]+-[0-9]):(?P<account>[0-9]{12}):"
+                           r"(?P<name>[A-Za-z0-9_-]{1,256}|[A-Za-z0-9_-]{1,251}\.fifo)$")
+# Which settings belong to which kind; a setting of another kind is refused, not ignored.
+_CHANNEL_FIELDS = {
+    "smtp": {"host", "port", "sender", "starttls", "username", "password_secret", "password_env", "ca_bundle",
+             "timeout_seconds"},
+    "webhook": {"url_secret", "url_env", "ca_bundle", "timeout_seconds"},
+    "sns": {"topic_arn"},
+}
+_SECRET_LITERALS = {"url": "a webhook URL is a secret: store it in the secret store and name it with url_secret, "
+                           "or name an environment variable with url_env; never write it in this file",
+                    "password": "a password is a secret: name it with password_secret (the secret store) or "
+                                "password_env (an environment variable); never write it in this file"}
+
+
+def _secret_ref(value: str | None, what: str) -> None:
+    """A secret's name or a variable's name, never the secret itself; the value is not echoed."""
+    if value is None:
+        return
+    looks_like_url = "://" in value or value.lower().startswith(("http:", "https:")) or \
+        bool(re.match(r"^[^/]*\.[^/]*/", value))  # hooks.slack.com/services/...
+    if what.startswith("url") and looks_like_url:
+        raise ValueError(f"{what} looks like a URL: name the secret that holds it (the value is not shown)")
+    pattern = ENV_VAR if what.endswith("_env") else SECRET_NAME
+    if not pattern.match(value):
+        raise ValueError(f"{what} must match {pattern.pattern} (the value is not shown)")
+
+
+class AlertChannelConfig(Strict):
+    """One alert channel: ``kind`` and that kind's settings. Secrets (an SMTP password, a webhook
+    URL) are named, never written: ``*_secret`` is a name in the environment's secret store
+    (Secrets Manager in AWS, ``PLATFORM_SECRET_<NAME>`` locally), ``*_env`` an environment
+    variable; both are read when the channel first delivers."""
+
+    kind: Literal["smtp", "webhook", "sns"]
+    # smtp
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)  # smtp: 587
+    sender: str | None = None
+    starttls: bool | None = None  # smtp: true
+    username: str | None = None
+    password_secret: str | None = None
+    password_env: str | None = None
+    # smtp and webhook
+    ca_bundle: str | None = None  # TLS is verified against this bundle instead of the system's CAs
+    timeout_seconds: float | None = Field(default=None, gt=0, le=60)  # 5
+    # webhook
+    url_secret: str | None = None
+    url_env: str | None = None
+    # sns
+    topic_arn: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_literal_secrets_and_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for key, why in _SECRET_LITERALS.items():
+            if key in data:
+                raise ValueError(f"{key}: {why}")
+        data = dict(data)
+        if data.get("kind") == "smtp":
+            data.setdefault("port", 587)
+            data.setdefault("starttls", True)
+        if data.get("kind") in ("smtp", "webhook"):
+            data.setdefault("timeout_seconds", 5.0)
+        return data
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> AlertChannelConfig:
+        foreign = sorted(f for f in self.model_fields_set - {"kind"} - _CHANNEL_FIELDS[self.kind]
+                         if getattr(self, f) is not None)
+        if foreign:
+            raise ValueError(f"{', '.join(foreign)}: not a setting of a{'n' if self.kind == 'sns' else ''} "
+                             f"{self.kind} channel ({', '.join(sorted(_CHANNEL_FIELDS[self.kind]))})")
+        if self.kind == "smtp":
+            missing = [f for f in ("host", "sender") if not getattr(self, f)]
+            if missing:
+                raise ValueError(f"an smtp channel needs {', '.join(missing)}")
+            _match(HOSTNAME, self.host, "host")
+            if not EMAIL.match(self.sender or ""):
+                raise ValueError(f"sender {self.sender!r} is not an email address")
+            _secret_ref(self.password_secret, "password_secret")
+            _secret_ref(self.password_env, "password_env")
+            if self.password_secret and self.password_env:
+                raise ValueError("password_secret or password_env, not both")
+            has_password = bool(self.password_secret or self.password_env)
+            if has_password != bool(self.username):
+                raise ValueError("username and a password (password_secret or password_env) go together")
+            if has_password and not self.starttls:
+                raise ValueError("an smtp channel that logs in needs starttls: true (the password would travel "
+                                 "in clear)")
+        elif self.kind == "webhook":
+            _secret_ref(self.url_secret, "url_secret")
+            _secret_ref(self.url_env, "url_env")
+            if bool(self.url_secret) == bool(self.url_env):
+                raise ValueError("a webhook channel needs one of url_secret or url_env (the URL is a secret)")
+        else:
+            if not self.topic_arn:
+                raise ValueError("an sns channel needs topic_arn")
+            if not SNS_TOPIC_ARN.match(self.topic_arn):
+                raise ValueError(f"topic_arn {self.topic_arn!r} is not an SNS topic ARN "
+                                 "(arn:aws:sns:<region>:<account id>:<topic name>[.fifo])")
+        return self
+
+    @property
+    def secret_names(self) -> list[str]:
+        """The secret-store names this channel reads."""
+        return [n for n in (self.password_secret, self.url_secret) if n]
+
+
+class AlertsConfig(Strict):
+    # Channel name → channel. Names are what the sensor's cursor keeps pending deliveries under.
+    channels: dict[str, AlertChannelConfig] = {}
+
+    @field_validator("channels")
+    @classmethod
+    def _names(cls, v: dict[str, AlertChannelConfig]) -> dict[str, AlertChannelConfig]:
+        for name in v:
+            if name in RESERVED_CHANNELS:
+                raise ValueError(f"channel name {name!r} is reserved (the always-on channels: "
+                                 f"{', '.join(RESERVED_CHANNELS)})")
+            if not NAME.match(name):
+                raise ValueError(f"channel name {name!r} must match {NAME.pattern}")
+        return v
+
+
 class Environment(Strict):
     name: str
     description: str = ""
@@ -225,20 +359,31 @@ class Environment(Strict):
     sensors: SensorConfig = SensorConfig()
     aws: AwsConfig | None = None
     secrets: SecretsConfig = SecretsConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="after")
     def _aws_when_used(self) -> Environment:
+        sns = [n for n, c in self.alerts.channels.items() if c.kind == "sns"]
         uses = [what for what, used in (
             ("an S3 lake", self.lake.kind == "s3"), ("S3 ingress", self.ingress.root.startswith("s3://")),
             ("a glue catalog", self.catalog.kind == "glue"),
             ("a redshift warehouse", self.warehouse.kind == "redshift"),
-            ("aurora serving", self.serving.kind == "aurora_postgres")) if used]
+            ("aurora serving", self.serving.kind == "aurora_postgres"),
+            (f"an sns alert channel ({', '.join(sns)})", bool(sns))) if used]
         if uses and self.aws is None:
             raise ValueError(f"an aws section (region, account_id, resource_prefix) is needed for {', '.join(uses)}")
         if self.aws and self.lake.kind == "s3":
             for what, arn in (("warehouse.copy_role_arn", self.warehouse.copy_role_arn),):
                 if arn and f":{self.aws.account_id}:" not in arn:
                     raise ValueError(f"{what} {arn!r} is not in account {self.aws.account_id}")
+        if self.aws:
+            # The environment's stack creates the topic (encrypted with its key): same account and region.
+            for name in sns:
+                arn = self.alerts.channels[name].topic_arn
+                m = SNS_TOPIC_ARN.match(arn or "")
+                if m and (m["account"], m["region"]) != (self.aws.account_id, self.aws.region):
+                    raise ValueError(f"alerts.channels.{name}.topic_arn {arn!r} is not in the environment's account "
+                                     f"and region ({self.aws.account_id}, {self.aws.region})")
         return self
 
     @field_validator("name")
@@ -288,6 +433,13 @@ def _locations(data: dict[str, Any]) -> set[str]:
         out.add(f"glue:{prefix}")
     if isinstance(secret := get("serving", "secret_name"), str):
         out.add(f"secret:{secret}")
+    channels = get("alerts", "channels")
+    for channel in channels.values() if isinstance(channels, dict) else ():
+        if isinstance(channel, dict):
+            out |= {f"secret:{channel[k]}" for k in ("url_secret", "password_secret")
+                    if isinstance(channel.get(k), str)}
+            if isinstance(topic := channel.get("topic_arn"), str):
+                out.add(f"sns-topic:{topic}")
     return out
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, SecretStr
 
-from core.errors import ConfigError, NotAvailable
+from core.errors import ConfigError, NotAvailable, SecretMissing
 from core.names import LAKE_ZONES
 from resources.alerts.base import AlertChannel
 from resources.aws import AwsSession
@@ -159,10 +159,44 @@ class PlatformResource(dg.ConfigurableResource):
 
     def alert_channels(self) -> list[AlertChannel]:
         """Where alerts go: the local alert file always (under PLATFORM_HOME, so ``make run`` shows
-        alerts with no setup)."""
-        from resources.alerts import JsonLinesChannel
+        alerts with no setup), then one channel per entry of the environment's ``alerts.channels``,
+        in the file's order. Nothing is connected or read here: a channel reads its secret when it
+        first delivers, so a missing one fails that channel (ChannelFailed, retried), not the tick."""
+        from resources.alerts import JsonLinesChannel, SmtpChannel, SnsChannel, WebhookChannel
 
-        return [JsonLinesChannel(self.location()[1] / "alerts" / "alerts.jsonl")]
+        channels: list[AlertChannel] = [JsonLinesChannel(self.location()[1] / "alerts" / "alerts.jsonl")]
+        env = self.env()
+        for name, cfg in env.alerts.channels.items():
+            if cfg.kind == "smtp":
+                assert cfg.host and cfg.sender and cfg.port  # validated
+                channels.append(SmtpChannel(name, cfg.host, cfg.port, cfg.sender, username=cfg.username,
+                                            password=self._secret(cfg.password_secret, cfg.password_env),
+                                            starttls=bool(cfg.starttls), timeout_s=cfg.timeout_seconds or 5.0,
+                                            ca_bundle=cfg.ca_bundle))
+            elif cfg.kind == "webhook":
+                url = self._secret(cfg.url_secret, cfg.url_env)
+                assert url is not None  # validated: one of url_secret, url_env
+                channels.append(WebhookChannel(name, url, timeout_s=cfg.timeout_seconds or 5.0,
+                                               ca_bundle=cfg.ca_bundle))
+            else:
+                assert cfg.topic_arn  # validated, and only with an aws section
+                channels.append(SnsChannel(name, cfg.topic_arn, _aws(env)))
+        return channels
+
+    def _secret(self, secret: str | None, variable: str | None) -> Callable[[], SecretStr] | None:
+        """How to read a channel's secret when it delivers: from the environment's secret store, or
+        from an environment variable of the running process."""
+        if secret:
+            return lambda: self.secrets().get(secret)
+        if variable:
+            def from_variable() -> SecretStr:
+                value = os.environ.get(variable, "")
+                if not value:
+                    raise SecretMissing(f"the environment variable {variable} is not set")
+                return SecretStr(value)
+
+            return from_variable
+        return None
 
     def ui_url(self) -> str:
         """The Dagster UI's base URL, for links in alerts: $PLATFORM_UI_URL, else make run's address."""

@@ -87,7 +87,13 @@ def test_template_names_come_from_the_declaration(name: str) -> None:
     assert env.warehouse.copy_role_arn.endswith(f":role{copy_role['Path']}{copy_role['RoleName']}")
     secrets = {r["Properties"]["Name"]: r["Properties"] for r in res.values()
                if r["Type"] == "AWS::SecretsManager::Secret"}
-    assert set(secrets) == {env.warehouse.secret_name, env.serving.secret_name, env.secrets.pii_key}
+    alert_secrets = {n for c in env.alerts.channels.values() for n in c.secret_names}
+    assert alert_secrets and set(secrets) == {env.warehouse.secret_name, env.serving.secret_name, env.secrets.pii_key,
+                                              *alert_secrets}
+    topics = {r["Properties"]["TopicName"]: r["Properties"] for r in res.values() if r["Type"] == "AWS::SNS::Topic"}
+    assert {f"arn:aws:sns:{env.aws.region}:{env.aws.account_id}:{t}" for t in topics} == \
+        {c.topic_arn for c in env.alerts.channels.values() if c.topic_arn} != set()
+    assert all(p["KmsMasterKeyId"] == {"Ref": KEY} for p in topics.values())
     assert all("GenerateSecretString" in p and "SecretString" not in p for p in secrets.values())
     dbs = [r["Properties"]["DatabaseInput"]["Name"] for r in res.values() if r["Type"] == "AWS::Glue::Database"]
     prefix = env.catalog.database_prefix

@@ -2,5 +2,8 @@
 
 from resources.alerts.base import AlertChannel, ChannelFailed
 from resources.alerts.local import JsonLinesChannel
+from resources.alerts.smtp import SmtpChannel
+from resources.alerts.sns import SnsChannel
+from resources.alerts.webhook import WebhookChannel
 
-__all__ = ["AlertChannel", "ChannelFailed", "JsonLinesChannel"]
+__all__ = ["AlertChannel", "ChannelFailed", "JsonLinesChannel", "SmtpChannel", "SnsChannel", "WebhookChannel"]
