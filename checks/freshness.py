@@ -25,6 +25,7 @@ import pandera.polars as pa
 import polars as pl
 
 from checks.contract import CompiledContract, Rule
+from core.errors import ConfigError
 from core.zones import ArrivalFreshness, DataFreshness, Dataset
 
 DATA_FRESHNESS_CHECK = "data_freshness"
@@ -32,6 +33,7 @@ DATA_FRESHNESS_CHECK = "data_freshness"
 
 def _window(policy: dg.FreshnessPolicy) -> timedelta:
     """How stale an asset under ``policy`` can be at most: what "strictest" compares."""
+    # The policy classes and the cron helper are not exported by Dagster 1.13; pinned with it.
     from dagster._core.definitions.freshness import CronFreshnessPolicy, TimeWindowFreshnessPolicy
     from dagster._utils.schedules import get_smallest_cron_interval
 
@@ -67,9 +69,20 @@ def arrival_policy(arrival: ArrivalFreshness) -> dg.FreshnessPolicy:
 
 
 def freshness_policy(ds: Dataset) -> dg.FreshnessPolicy | None:
-    """The staging table's arrival policy."""
+    """The staging table's arrival policy. What only Dagster can judge (a cron string, a window
+    longer than the cron's interval) is refused here, naming the dataset, rather than as Dagster's
+    bare invariant error when the code location loads."""
     arrival = ds.spec.freshness.arrival if ds.spec.freshness else None
-    return arrival_policy(arrival) if arrival is not None else None
+    if arrival is None:
+        return None
+    try:
+        return arrival_policy(arrival)
+    except dg.DagsterInvariantViolationError as e:
+        raise ConfigError(f"dataset {ds.label}: freshness.arrival: {e}") from None
+    except Exception as e:  # dagster's check module raises its own CheckError types
+        if type(e).__module__.startswith("dagster"):
+            raise ConfigError(f"dataset {ds.label}: freshness.arrival: {str(e).splitlines()[0]}") from None
+        raise
 
 
 def derived_policy(upstream: Iterable[dg.FreshnessPolicy | None]) -> dg.FreshnessPolicy | None:

@@ -82,6 +82,22 @@ def test_a_wrong_freshness_declaration_is_refused_naming_the_field(tmp_path: Pat
         load_zone(path)
 
 
+@pytest.mark.parametrize(("arrival", "message"), [
+    ({"deadline_cron": "every morning"}, "Invalid cron string"),
+    ({"deadline_cron": "0 * * * *", "window_hours": 2}, "lower_bound_delta must be less than or equal"),
+    ({"every_hours": 24, "warn_after_hours": 0.001}, "warn_window cannot be less than 1 minute"),
+])
+def test_what_only_dagster_can_judge_is_refused_naming_the_dataset(arrival: dict, message: str) -> None:
+    from checks.freshness import freshness_policy
+
+    ds = next(d for d in all_datasets() if d.id == "mobility__yellow_trips")
+    raw = ds.spec.model_dump(mode="json", exclude_none=True)
+    raw["freshness"]["arrival"] = arrival
+    bad = Dataset(ds.insight_zone, ds.name, DatasetSpec.model_validate(raw), ds.owners)
+    with pytest.raises(ConfigError, match=f"dataset mobility.yellow_trips: freshness.arrival: .*{message}"):
+        freshness_policy(bad)
+
+
 def test_a_cron_deadline_in_a_time_zone_becomes_dagsters_cron_policy() -> None:
     [policy] = [d for d in all_datasets() if d.id == "finance__expense_reports"]
     from checks.freshness import freshness_policy
