@@ -67,6 +67,15 @@ class SourceSpec(Strict):
         return fnmatch.fnmatchcase(file_name, self.pattern)
 
 
+def _check_time_zone(name: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(name)
+    except Exception:  # ValueError, ZoneInfoNotFoundError, or a path-like name
+        raise ValueError(f"timezone {name!r} is not an IANA time zone (e.g. Europe/Zurich)") from None
+
+
 class ArrivalFreshness(Strict):
     """When a new file is due: ``every_hours`` (a time window since the last published delivery)
     or ``deadline_cron`` (by each cron tick, in ``timezone``, a delivery within the ``window_hours``
@@ -91,12 +100,7 @@ class ArrivalFreshness(Strict):
             raise ValueError("warn_after_hours applies to every_hours only")
         if self.every_hours is not None and self.every_hours * 60 < 1:
             raise ValueError("every_hours is under a minute, which Dagster cannot evaluate")
-        try:
-            from zoneinfo import ZoneInfo
-
-            ZoneInfo(self.timezone)
-        except Exception:
-            raise ValueError(f"timezone {self.timezone!r} is not an IANA time zone (e.g. Europe/Zurich)") from None
+        _check_time_zone(self.timezone)
         return self
 
 
@@ -118,12 +122,7 @@ class DataFreshness(Strict):
     def _something(self) -> DataFreshness:
         if self.max_age_hours is None and self.future_tolerance_minutes is None:
             raise ValueError("declare max_age_hours, future_tolerance_minutes or both")
-        try:
-            from zoneinfo import ZoneInfo
-
-            ZoneInfo(self.timezone)
-        except Exception:
-            raise ValueError(f"timezone {self.timezone!r} is not an IANA time zone (e.g. America/New_York)") from None
+        _check_time_zone(self.timezone)
         return self
 
 
