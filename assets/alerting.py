@@ -22,7 +22,8 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from dagster._time import get_current_timestamp
 
 from assets.sensors import SET_ASIDE_JOB
-from checks.alerting import FRESHNESS, RUN_FAILURE, SENSOR_HEALTH, Alert, CheckOutcome, plan, route
+from assets.steward import decisions
+from checks.alerting import FRESHNESS, RUN_FAILURE, SENSOR_HEALTH, Alert, CheckOutcome, close_decided, plan, route
 from checks.freshness import DATA_FRESHNESS_CHECK, describe_policy
 from checks.staging import CONTRACT_CHECK, RECONCILIATION_CHECK
 from core.errors import PlatformError
@@ -166,6 +167,7 @@ def build_alerting_sensor(zones: Sequence[InsightZone]) -> dg.SensorDefinition:
             if check != DATA_FRESHNESS_CHECK or (d.spec.freshness and d.spec.freshness.data
                                                  and d.spec.freshness.data.max_age_hours)]
     zone_owners = {d.insight_zone: tuple(d.owners) for d in datasets}
+    staging_keys = [dg.AssetKey(["staging", d.insight_zone, d.name]) for d in datasets]
     zone_of_job = {f"ingest__{d.id}": d.insight_zone for d in datasets}
     # Sensor name → its insight zone (whose owners hear of it); the shared sensors have none.
     sensor_names = {f"{d.id}__ingress": d.insight_zone for d in datasets} | dict.fromkeys(
@@ -181,9 +183,11 @@ def build_alerting_sensor(zones: Sequence[InsightZone]) -> dg.SensorDefinition:
         failed_check_runs = {o.run_id for o in checks if not o.passed}
         seen = checks + freshness_outcomes(context.instance, graph) + run_outcomes(
             context.instance, failed_check_runs, zone_of_job) + sensor_outcomes(context.instance, sensor_names)
-        open_incidents, new = plan(state.get("open", {}), seen,
-                                   lambda asset: zone_owners.get(asset[1], ()) if len(asset) > 1 else (),
-                                   platform.ui_url())
+        owners_of = lambda asset: zone_owners.get(asset[1], ()) if len(asset) > 1 else ()  # noqa: E731
+        open_incidents, new = plan(state.get("open", {}), seen, owners_of, platform.ui_url())
+        decided = {("/".join(k.path), p): d for k in staging_keys for p, d in decisions(context.instance, k).items()}
+        open_incidents, closed = close_decided(open_incidents, decided, owners_of, platform.ui_url())
+        new += closed
         # A one-shot incident (a set-aside run) that fell out of the runs read is forgotten: it
         # cannot come back, so the cursor stays bounded.
         current = {o.incident_id for o in seen}

@@ -12,6 +12,7 @@ unique across runs (event storage ids are not, on SQLite)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -132,6 +133,10 @@ def plan(open_incidents: Mapping[str, Mapping], outcomes: Iterable[CheckOutcome]
         known = now_open.get(iid)
         if known is not None and o.record_id <= int(known["record_id"]):
             continue  # nothing newer than what opened (or last updated) the incident
+        if known is not None and known.get("closed"):
+            # Closed by a steward's decision: a newer execution (a re-delivery) starts afresh.
+            del now_open[iid]
+            known = None
         if not o.passed:
             # Opened once; raised once more only if it got worse (a freshness WARN that became FAIL).
             if known is None or _RANK.get(o.severity, 0) > _RANK.get(str(known.get("severity", o.severity)), 0):
@@ -165,3 +170,30 @@ def route(alert: Alert, routes: Sequence[AlertRoute], configured: Sequence[str]
             rcpt = out.setdefault(channel, [])
             rcpt += [t for t in r.to if t not in rcpt]
     return {c: tuple(r) for c, r in out.items()}, sorted(set(missing))
+
+
+def close_decided(open_incidents: Mapping[str, Mapping], decided: Mapping[tuple[str, str], Mapping[str, str]],
+                  owners_of: Callable[[tuple[str, ...]], tuple[str, ...]], ui_url: str
+                  ) -> tuple[dict[str, dict], list[Alert]]:
+    """Close each open incident whose failing partition a steward released or rejected
+    (``decided``: (asset, partition) → the decision), with one resolved message. The incident stays
+    in the cursor as closed, so the same failed execution does not open it again."""
+    now_open = {k: dict(v) for k, v in open_incidents.items()}
+    alerts = []
+    for iid, inc in sorted(now_open.items()):
+        asset, check, _ = iid.split(":", 2)
+        d = decided.get((asset, str(inc.get("partition"))))
+        if inc.get("closed") or d is None:
+            continue
+        o = CheckOutcome(asset=tuple(asset.split("/")), check=check, partition=inc.get("partition"),
+                         record_id=int(inc["record_id"]), run_id=str(inc.get("run_id", "")), passed=True,
+                         severity=str(inc.get("severity", "ERROR")), at=0.0)
+        a = _alert(RESOLVED, o, owners_of(o.asset), ui_url)
+        verb = d.get("steward_decision", "decided")
+        alerts.append(dataclasses.replace(
+            a, id=f"{a.id}:{verb}", title=f"[resolved] {verb} by the steward: {asset} ({o.subject})",
+            body=f"partition {o.partition} {verb} by {d.get('steward')} on {d.get('decided_at')}: {d.get('reason')}"
+            + (" (published to staging; automation builds what reads it)" if verb == "released"
+               else " (kept out of staging for good; a re-delivery is checked anew)")))
+        inc["closed"] = True
+    return now_open, alerts

@@ -11,6 +11,7 @@ from assets.dbt import build_dbt_assets
 from assets.ingest import build_dataset
 from assets.sensors import build_sensor, build_strays_sensor, set_aside_job
 from assets.serving import build_serving_assets
+from assets.steward import build_steward_job
 from core.zones import all_datasets, load_zones
 from resources.platform import PlatformResource
 
@@ -19,7 +20,7 @@ modelled = [build_dbt_assets(), *build_serving_assets(load_zones())]
 
 defs = dg.Definitions(
     assets=[a for d in datasets for a in (d.landing, d.staging)] + modelled,
-    jobs=[*(d.job for d in datasets), set_aside_job],
+    jobs=[*(d.job for d in datasets), *(build_steward_job(d) for d in datasets), set_aside_job],
     sensors=[
         *(build_sensor(d) for d in datasets),
         build_strays_sensor([d.dataset for d in datasets]),
