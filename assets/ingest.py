@@ -226,6 +226,9 @@ def build_staging(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg
                           "dagster/table_name": table_name("staging", ds.insight_zone, ds.name),
                           "redelivery": ds.spec.redelivery},
                 freshness_policy=freshness_policy(ds),
+                # A held delivery is not materialised in staging: its partition shows as failed, not
+                # green, until a corrected re-delivery or a steward's release (assets.steward).
+                skippable=True,
             ),
             dg.AssetSpec(
                 quarantine_key,
@@ -291,9 +294,12 @@ def build_staging(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg
                 delivered_at_ns=arrival_ns, staging_uri=s_store.uri(*final),
                 quarantine_uri=q_store.uri(*final), passed=contract_ok and reconciled and fresh_ok, rows_staged=staged,
                 rows_quarantined=quarantined), supersede=supersede)
-            referenced = catalog.referenced_uris(ds.insight_zone, ds.name)
+            records = catalog.partitions(ds.insight_zone, ds.name)
+            referenced = {u for r in records for u in (r.version.staging_uri, r.version.quarantine_uri)}
             for store in (s_store, q_store):
                 _remove_old_versions(store, ds, key, referenced, time.time_ns())
+            published_rows = sum(r.version.rows_staged for r in records if r.state == "published")
+            query_hint = catalog.query_hint()
         for old in outcome.superseded:
             for asset_key in (staging_key, quarantine_key):
                 context.log_event(dg.AssetObservation(
@@ -306,15 +312,23 @@ def build_staging(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg
             "published": "published: in the staging and quarantine views",
             "held": "held: a blocking check failed, only its quarantine is in view"
                     + ("" if not supersede else "; an earlier delivery of this file name stays in staging "
-                       "until this one is published"),
+                       "until this one is published")
+                    + f". Deliver it again corrected, or a steward decides with the job steward__{ds.id}",
             "superseded": f"superseded on arrival by the newer delivery {outcome.superseded_by}",
         }[outcome.state]
         common = {"source_file": name, "partition": key, "rows_read": result.rows_read, "sha256_prefix": digest}
-        yield dg.MaterializeResult(
-            asset_key=staging_key,
-            metadata={
+        q_table = table_name("quarantine", ds.insight_zone, ds.name)
+        ready_query = {  # where to look at this file's quarantined rows, ready to paste
+            "quarantine_query": dg.MetadataValue.md(
+                f"```sql\nSELECT _source_line, _errors, *\nFROM {q_table}\nWHERE _source_file = {_sql_text(name)}\n"
+                f"ORDER BY _source_line;\n```\nRun it with `{query_hint}`."),
+        }
+        if outcome.state != "held":
+            yield dg.MaterializeResult(asset_key=staging_key, metadata={
                 **common,
-                "dagster/row_count": staged,
+                # What the asset shows is the table as published, not this delivery alone.
+                "dagster/row_count": published_rows,
+                "rows_staged": staged,
                 "dagster/column_schema": column_schema(ds),
                 "rows_quarantined": quarantined,
                 "rows_duplicate_key": result.duplicates,
@@ -324,20 +338,25 @@ def build_staging(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg
                 "supersedes": dg.MetadataValue.json(list(outcome.superseded)),
                 "dagster/uri": s_store.uri(*final),
                 "read_path": result.read_path,
-            },
-        )
+            })
         yield dg.MaterializeResult(
             asset_key=quarantine_key,
-            metadata={**common, "dagster/row_count": quarantined,
+            metadata={**common, "dagster/row_count": quarantined, "catalog_state": state_note,
                       "violations": dg.MetadataValue.json(dict(result.violations)),
-                      "dagster/uri": q_store.uri(*final)},
+                      "dagster/uri": q_store.uri(*final), **ready_query},
         )
-        yield contract_result(ds, staging_key, result, contract_ok)
+        yield contract_result(ds, staging_key, result, contract_ok,
+                              extra={"catalog_state": state_note, "rows_staged": staged, **ready_query})
         yield reconciliation_result(staging_key, result.rows_read, staged, quarantined)
         if fresh is not None:
             yield fresh
 
     return stage
+
+
+def _sql_text(value: str) -> str:
+    """A SQL string literal (file names may hold quotes)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def build_dataset(ds: Dataset) -> DatasetDefs:

@@ -81,8 +81,10 @@ def _decide(context: dg.OpExecutionContext, ds: Dataset, cfg: StewardDecision, p
                 context.log_event(dg.AssetObservation(asset_key=asset_key, partition=old, metadata={
                     "superseded_by": key, "in_catalog": False,
                     "reason": f"{record.version.source_file} was released by a steward; {key} replaces it"}))
+        published_rows = sum(r.version.rows_staged for r in platform.catalog().partitions(ds.insight_zone, ds.name)
+                             if r.state == "published")
         context.log_event(dg.AssetMaterialization(asset_key=staging_key, partition=key, metadata={
-            **record_md, "dagster/row_count": record.version.rows_staged,
+            **record_md, "dagster/row_count": published_rows, "rows_staged": record.version.rows_staged,
             "rows_quarantined": record.version.rows_quarantined, "published": outcome.state == "published",
             "catalog_state": f"{outcome.state}: released by {cfg.steward.strip()}"}))
     context.log_event(dg.AssetObservation(asset_key=staging_key, partition=key, metadata=record_md))

@@ -18,6 +18,7 @@ import dataclasses
 import warnings
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -33,14 +34,21 @@ DATA_FRESHNESS_CHECK = "data_freshness"
 
 def _window(policy: dg.FreshnessPolicy) -> timedelta:
     """How stale an asset under ``policy`` can be at most: what "strictest" compares."""
-    # The policy classes and the cron helper are not exported by Dagster 1.13; pinned with it.
+    # The policy classes are not exported by Dagster 1.13; pinned with it.
     from dagster._core.definitions.freshness import CronFreshnessPolicy, TimeWindowFreshnessPolicy
-    from dagster._utils.schedules import get_smallest_cron_interval
 
     if isinstance(policy, TimeWindowFreshnessPolicy):
         return policy.fail_window.to_timedelta()
     assert isinstance(policy, CronFreshnessPolicy)
-    return get_smallest_cron_interval(policy.deadline_cron)
+    return _cron_interval(policy.deadline_cron)
+
+
+@lru_cache(maxsize=64)
+def _cron_interval(cron: str) -> timedelta:
+    # Dagster's helper walks a year of ticks (~10 ms); every dbt model asks while definitions load.
+    from dagster._utils.schedules import get_smallest_cron_interval
+
+    return get_smallest_cron_interval(cron)
 
 
 def describe_policy(policy: dg.FreshnessPolicy) -> str:

@@ -40,7 +40,8 @@ def check_specs(staging_key: dg.AssetKey, partitions: dg.PartitionsDefinition, d
         ]
 
 
-def contract_result(ds: Dataset, staging_key: dg.AssetKey, r: StagingResult, passed: bool) -> dg.AssetCheckResult:
+def contract_result(ds: Dataset, staging_key: dg.AssetKey, r: StagingResult, passed: bool,
+                    extra: dict[str, object] | None = None) -> dg.AssetCheckResult:
     limit = ds.spec.contract.max_quarantine_ratio
     return dg.AssetCheckResult(
         asset_key=staging_key,
@@ -57,6 +58,7 @@ def contract_result(ds: Dataset, staging_key: dg.AssetKey, r: StagingResult, pas
             "max_quarantine_ratio": limit,
             "violations": dg.MetadataValue.json(dict(r.violations)),
             "examples": dg.MetadataValue.md(bullet_list(r.examples)),
+            **(extra or {}),
         },
     )
 

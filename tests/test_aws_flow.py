@@ -143,7 +143,7 @@ def test_samples_flow_end_to_end_on_the_stand_ins_as_they_do_locally(test_env, t
                 local_rows = pq.read_table(str(m_local[zone].metadata["dagster/uri"].value))
                 assert aws_rows.num_rows == local_rows.num_rows, (name, zone)
                 assert aws_rows.equals(local_rows), (name, zone)
-            staged_here[dataset_id][name] = (int(m_aws["staging"].metadata["dagster/row_count"].value),
+            staged_here[dataset_id][name] = (int(m_aws["staging"].metadata["rows_staged"].value),
                                              int(m_aws["quarantine"].metadata["dagster/row_count"].value))
 
     # The same samples the local flow stages: trips 1776 staged / 4 quarantined, and so on.
@@ -311,7 +311,7 @@ def test_staged_partitions_reach_the_warehouse_and_serving_over_tls(test_env, tl
                                  **cfg)}))
         m = {e.event_specific_data.materialization.asset_key.path[0]: e.event_specific_data.materialization
              for e in run.get_asset_materialization_events()}
-        staged += int(m["staging"].metadata["dagster/row_count"].value)
+        staged += int(m["staging"].metadata["rows_staged"].value)
     assert staged > 0
     warehouse = platform.warehouse()
     ds = next(d for d in all_datasets() if d.id == "mobility__taxi_zones")

@@ -46,7 +46,10 @@ def test_mobility_samples_reach_staging(home: Path) -> None:
     assert cols["fare_amount"] == "DOUBLE" and cols["_source_line"] == "BIGINT"
     # Metadata the UI shows.
     m = r2021.materializations()
-    assert m["staging"].metadata["dagster/row_count"].value == 776
+    assert m["staging"].metadata["rows_staged"].value == 776
+    # The asset's row count is the published table's (both trip files), what a reader of staging sees.
+    assert m["staging"].metadata["dagster/row_count"].value == 1776 == query(
+        home, "select count(*) from staging_mobility.yellow_trips")[0][0]
     assert m["quarantine"].metadata["dagster/row_count"].value == 4
     assert m["staging"].metadata["source_file"].value == "yellow_tripdata_2021-01_sample.csv"
     schema = m["staging"].metadata["dagster/column_schema"].value
@@ -142,7 +145,9 @@ def test_blocking_check_stops_downstream(home: Path, bad: bool, runs_downstream:
         assert r.checks()["reconciliation"].passed  # nothing lost even when blocked
         # Held outside the catalog's view: nothing reading staging picks it up.
         assert catalog_states(home, "mobility__taxi_zones") == {r.partition_key: "held"}
-        assert r.materializations()["staging"].metadata["published"].value is False
+        # Not materialised in staging: the partition shows as failed, not green.
+        assert "staging" not in r.materializations()
+        assert r.materializations()["quarantine"].metadata["catalog_state"].value.startswith("held")
         with pytest.raises(duckdb.CatalogException):
             query(home, "select count(*) from staging_mobility.taxi_zones")
         assert query(home, "select _failed_columns, _failed_rules from quarantine_mobility.taxi_zones") == [

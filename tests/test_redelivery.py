@@ -128,7 +128,8 @@ def test_a_redelivery_that_fails_its_contract_is_held_and_the_earlier_one_stays(
                         delivered_at_ns=T0 + 2_000 * SECOND)
         assert first.success and not broken.success  # the blocking contract check failed
         assert "an earlier delivery of this file name stays in staging" in \
-            broken.materializations()["staging"].metadata["catalog_state"].value
+            broken.materializations()["quarantine"].metadata["catalog_state"].value
+        assert "staging" not in broken.materializations()  # held: not shown as materialised
         assert catalog_states(home, "mobility__taxi_zones") == {first.partition_key: "published",
                                                                broken.partition_key: "held"}
         assert query(home, "select count(*) from staging_mobility.taxi_zones") == [(265,)]

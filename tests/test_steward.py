@@ -89,9 +89,14 @@ def test_a_released_delivery_is_published_flows_downstream_and_closes_its_incide
     assert ingest(home, "mobility__taxi_zones", ZONES, instance=instance).success
     held = ingest(home, "mobility__yellow_trips", held_trips(), name="yellow_tripdata_2021-02.csv", instance=instance)
     assert not held.success and catalog_states(home, "mobility__yellow_trips") == {held.partition_key: "held"}
-    [held_mat] = held.result.asset_materializations_for_node("stage__mobility__yellow_trips")[:1]
-    staged = held_mat.metadata["dagster/row_count"].value  # the 30 broken and the sample's own 4 are out
+    # Held: not materialised in staging (the partition shows as failed, not green); the check says why.
+    assert [m.asset_key for m in held.result.asset_materializations_for_node("stage__mobility__yellow_trips")] \
+        == [dg.AssetKey(["quarantine", "mobility", "yellow_trips"])]
+    [contract] = [c for c in held.result.get_asset_check_evaluations() if c.check_name == "contract"]
+    staged = contract.metadata["rows_staged"].value  # the 30 broken and the sample's own 4 are out
     assert staged == 780 - 30 - 4
+    assert "steward__mobility__yellow_trips" in contract.metadata["catalog_state"].value
+    assert "WHERE _source_file = 'yellow_tripdata_2021-02.csv'" in contract.metadata["quarantine_query"].value
     cursor = tick(home, instance, None)
     assert [(a["kind"], a["check"]) for a in alerts(home)] == [("opened", "contract")]
     _, auto = automation_requests(instance, None)
@@ -108,7 +113,8 @@ def test_a_released_delivery_is_published_flows_downstream_and_closes_its_incide
     mat = instance.fetch_materializations(STAGING, limit=1).records[0]
     assert mat.partition_key == held.partition_key
     assert mat.asset_materialization.metadata["steward_decision"].value == "released"
-    assert mat.asset_materialization.metadata["dagster/row_count"].value == staged
+    assert mat.asset_materialization.metadata["rows_staged"].value == staged
+    assert mat.asset_materialization.metadata["dagster/row_count"].value == staged  # the table: only this file
 
     # Automation picks it up: the failed check no longer counts against the newer materialisation.
     after, _ = automation_requests(instance, auto)

@@ -88,6 +88,10 @@ class Catalog(ABC):
     def published_tables(self) -> set[tuple[str, str]]:
         """(schema, table) of every staging table with at least one published partition."""
 
+    def query_hint(self) -> str:
+        """Where a person runs the SQL the platform suggests (check metadata, alerts)."""
+        return "the environment's catalog"
+
     def referenced_uris(self, insight_zone: str, dataset: str) -> set[str]:
         return {u for r in self.partitions(insight_zone, dataset)
                 for u in (r.version.staging_uri, r.version.quarantine_uri)}

@@ -44,6 +44,9 @@ class DuckDBCatalog(Catalog):
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
 
+    def query_hint(self) -> str:
+        return f"duckdb -readonly {self.path}"
+
     def __repr__(self) -> str:
         return f"DuckDBCatalog({str(self.path)!r})"
 

@@ -170,6 +170,9 @@ class GlueCatalog(Catalog):
             raise TerminalError(f"invalid Glue database prefix {database_prefix!r}: must match {_PREFIX.pattern}")
         self.session, self.prefix, self.schema_of = session, database_prefix, schema_of
 
+    def query_hint(self) -> str:
+        return f"Amazon Athena, with the Glue databases {self.prefix}<zone>_<insight_zone> as schemas"
+
     def __repr__(self) -> str:
         return f"GlueCatalog(prefix={self.prefix!r})"
 
