@@ -161,6 +161,16 @@ def column_lineage(manifest: Mapping[str, Any], unique_id: str, target_path: Pat
     )
 
 
+def lineage_table(lineage: dg.TableColumnLineage) -> dg.MarkdownMetadataValue:
+    """Column lineage where the open-source UI shows it: a column → upstream columns table in the
+    materialisation's metadata (the graphical *Column lineage* view is Dagster+ only)."""
+    from core.markdown import table
+
+    rows = [(col, ", ".join(f"{'/'.join(d.asset_key.path)}.{d.column_name}" for d in deps) or "(computed)")
+            for col, deps in sorted(lineage.deps_by_column.items())]
+    return dg.MetadataValue.md(table(("column", "from"), rows))
+
+
 def unpublished_sources(manifest: Mapping[str, Any], models: set[str],
                         published: set[tuple[str, str]]) -> dict[str, set[str]]:
     """Model unique id → the sources it reads (directly or through other models) that have no
@@ -265,6 +275,8 @@ def build_dbt_assets() -> dg.AssetsDefinition:
                 unique_id = str(getattr(event.metadata.get("unique_id"), "value", ""))
                 try:
                     extra.update(column_lineage(built, unique_id, invocation.target_path, translator, project))
+                    if "dagster/column_lineage" in extra:
+                        extra["column_lineage_table"] = lineage_table(extra["dagster/column_lineage"])
                 except Exception as e:  # lineage is metadata: never fail a built model over it
                     context.log.warning(f"column lineage of {unique_id} not attached: {type(e).__name__}: {e}")
                 event = event.with_metadata({**event.metadata, **extra})

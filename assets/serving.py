@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.dbt import upstream_policy, upstream_published_and_checked
+from assets.dbt import lineage_table, upstream_policy, upstream_published_and_checked
 from assets.policies import RETRY, WAREHOUSE_POOL, platform_errors
 from checks.serving import check_specs, row_count_result
 from core.errors import ConfigError
@@ -48,11 +48,12 @@ def mart_policy(model: str, manifest_path: Path | None = None) -> dg.FreshnessPo
 
 def served_columns(mart_key: dg.AssetKey, types: dict[str, str]) -> dict[str, Any]:
     """Column schema and lineage of a served table: each column is its mart's column of the same name."""
+    lineage = dg.TableColumnLineage(
+        deps_by_column={name: [dg.TableColumnDep(asset_key=mart_key, column_name=name)] for name in types})
     return {
         "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in types.items()]),
-        "dagster/column_lineage": dg.TableColumnLineage(
-            deps_by_column={name: [dg.TableColumnDep(asset_key=mart_key, column_name=name)] for name in types}
-        ),
+        "dagster/column_lineage": lineage,
+        "column_lineage_table": lineage_table(lineage),
     }
 
 

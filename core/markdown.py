@@ -16,3 +16,12 @@ def escape(text: str) -> str:
 
 def bullet_list(items: list[str], empty: str = "none") -> str:
     return "\n".join(f"- {escape(i)}" for i in items) or empty
+
+
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]], empty: str = "none") -> str:
+    """A markdown table, each cell escaped (a ``|`` in a name would otherwise split the cell)."""
+    if not rows:
+        return empty
+    lines = ["| " + " | ".join(escape(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(escape(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)

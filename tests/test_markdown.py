@@ -9,7 +9,7 @@ import re
 import pytest
 from markdown_it import MarkdownIt
 
-from core.markdown import bullet_list, escape
+from core.markdown import bullet_list, escape, table
 
 TEXTS = [
     "line 3: n, email: unique_key (value <pii>)",
@@ -36,3 +36,11 @@ def test_unescaped_text_does_not_which_is_why_escaping_is_needed() -> None:
 
 def test_an_empty_list_says_none() -> None:
     assert bullet_list([]) == "none" and escape("plain words") == "plain words"
+
+
+def test_a_table_renders_its_cells_as_written() -> None:
+    out = MarkdownIt("commonmark").enable("table").render(table(("column", "from"), [
+        ("total_revenue", "ods/mobility/trips.total_amount"), ("a|b", "x_<y>*")]))
+    cells = [html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td>(.*?)</td>", out, flags=re.S)]
+    assert cells == ["total_revenue", "ods/mobility/trips.total_amount", "a|b", "x_<y>*"]
+    assert table(("c",), []) == "none"

@@ -16,6 +16,7 @@ import pytest
 from support import REPO, SAMPLES, ingest, load_definitions_module, requested
 
 from assets.dbt import PlatformDbtTranslator, prune_runs, unpublished_sources
+from core.markdown import escape
 from resources.platform import PlatformResource
 
 GOOD = [
@@ -138,6 +139,11 @@ def test_column_lineage_is_attached_to_every_modelled_and_served_asset(flowed: F
             for dep in upstream:
                 asset, _, name = dep.rpartition(".")
                 assert name in columns[asset], f"{key}.{column} <- {dep}"
+        # The same lineage as a table where the open-source UI shows it (the materialisation's metadata).
+        shown = flowed.mats[key]["column_lineage_table"].value
+        for column, upstream in deps.items():
+            row = next(line for line in shown.splitlines() if line.startswith(f"| {escape(column)} |"))
+            assert all(escape(dep) in row for dep in upstream), (key, column, row)
     trips, spend = lineage(flowed.mats, "ods/mobility/trips"), lineage(flowed.mats, "ods/finance/expense_lines")
     assert trips["pickup_borough"] == {"ods/mobility/zones.borough"}
     assert trips["duration_minutes"] == {"ods/mobility/stg_mobility__yellow_trips.pickup_at",
