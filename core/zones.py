@@ -67,13 +67,14 @@ class SourceSpec(Strict):
         return fnmatch.fnmatchcase(file_name, self.pattern)
 
 
-def _check_time_zone(name: str) -> None:
+def _is_time_zone(name: str) -> bool:
     from zoneinfo import ZoneInfo
 
     try:
         ZoneInfo(name)
     except Exception:  # ValueError, ZoneInfoNotFoundError, or a path-like name
-        raise ValueError(f"timezone {name!r} is not an IANA time zone (e.g. Europe/Zurich)") from None
+        return False
+    return True
 
 
 class ArrivalFreshness(Strict):
@@ -100,7 +101,8 @@ class ArrivalFreshness(Strict):
             raise ValueError("warn_after_hours applies to every_hours only")
         if self.every_hours is not None and self.every_hours * 60 < 1:
             raise ValueError("every_hours is under a minute, which Dagster cannot evaluate")
-        _check_time_zone(self.timezone)
+        if not _is_time_zone(self.timezone):
+            raise ValueError(f"timezone {self.timezone!r} is not an IANA time zone (e.g. Europe/Zurich)")
         return self
 
 
@@ -122,7 +124,8 @@ class DataFreshness(Strict):
     def _something(self) -> DataFreshness:
         if self.max_age_hours is None and self.future_tolerance_minutes is None:
             raise ValueError("declare max_age_hours, future_tolerance_minutes or both")
-        _check_time_zone(self.timezone)
+        if not _is_time_zone(self.timezone):
+            raise ValueError(f"timezone {self.timezone!r} is not an IANA time zone (e.g. Europe/Zurich)")
         return self
 
 

@@ -236,17 +236,19 @@ _SECRET_LITERALS = {"url": "a webhook URL is a secret: store it in the secret st
                                 "password_env (an environment variable); never write it in this file"}
 
 
-def _secret_ref(value: str | None, what: str) -> None:
-    """A secret's name or a variable's name, never the secret itself; the value is not echoed."""
+def _secret_ref(value: str | None, what: str) -> str | None:
+    """Why ``value`` is no secret's or variable's name (it must never be the secret itself), or
+    None; the value is not echoed. The validator raises."""
     if value is None:
-        return
+        return None
     looks_like_url = "://" in value or value.lower().startswith(("http:", "https:")) or \
         bool(re.match(r"^[^/]*\.[^/]*/", value))  # hooks.slack.com/services/...
     if what.startswith("url") and looks_like_url:
-        raise ValueError(f"{what} looks like a URL: name the secret that holds it (the value is not shown)")
+        return f"{what} looks like a URL: name the secret that holds it (the value is not shown)"
     pattern = ENV_VAR if what.endswith("_env") else SECRET_NAME
     if not pattern.match(value):
-        raise ValueError(f"{what} must match {pattern.pattern} (the value is not shown)")
+        return f"{what} must match {pattern.pattern} (the value is not shown)"
+    return None
 
 
 class AlertChannelConfig(Strict):
@@ -303,8 +305,10 @@ class AlertChannelConfig(Strict):
             _match(HOSTNAME, self.host, "host")
             if not EMAIL.match(self.sender or ""):
                 raise ValueError(f"sender {self.sender!r} is not an email address")
-            _secret_ref(self.password_secret, "password_secret")
-            _secret_ref(self.password_env, "password_env")
+            for problem in (_secret_ref(self.password_secret, "password_secret"),
+                            _secret_ref(self.password_env, "password_env")):
+                if problem:
+                    raise ValueError(problem)
             if self.password_secret and self.password_env:
                 raise ValueError("password_secret or password_env, not both")
             has_password = bool(self.password_secret or self.password_env)
@@ -314,8 +318,9 @@ class AlertChannelConfig(Strict):
                 raise ValueError("an smtp channel that logs in needs starttls: true (the password would travel "
                                  "in clear)")
         elif self.kind == "webhook":
-            _secret_ref(self.url_secret, "url_secret")
-            _secret_ref(self.url_env, "url_env")
+            for problem in (_secret_ref(self.url_secret, "url_secret"), _secret_ref(self.url_env, "url_env")):
+                if problem:
+                    raise ValueError(problem)
             if bool(self.url_secret) == bool(self.url_env):
                 raise ValueError("a webhook channel needs one of url_secret or url_env (the URL is a secret)")
         else:
