@@ -67,7 +67,7 @@ from sensor_bench import PATTERN, Tick, describe, make_ingress, repeated  # noqa
 from sensor_bench import measure as measure_local  # noqa: E402
 
 from core.arrival import Cursor, FileEntry, plan_tick  # noqa: E402
-from infra.stand_in import environ  # noqa: E402
+from core.process_env import environ  # noqa: E402
 from resources.aws import AwsSession  # noqa: E402
 from resources.environment import SensorConfig  # noqa: E402
 from resources.lake.s3 import S3Store  # noqa: E402

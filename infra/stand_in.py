@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from core.errors import ConfigError
+from core.process_env import environ
 
 STAND_IN_ENV = {
     # Fake, static credentials: moto accepts any; nothing here is a real account's.
@@ -175,21 +175,6 @@ def deploy_stack(env, zones, name: str, *, bucket_policies: bool = True) -> dict
 # -- the whole demo: every AWS system of an environment, on this machine -----------------------------
 STAND_IN_DBT_TARGET = "aws_stand_in"  # dbt-postgres with the warehouse's connection values (profiles.yml)
 PLATFORM_USER = "lake_platform"
-
-
-@contextlib.contextmanager
-def environ(values: dict[str, str]) -> Iterator[None]:
-    """Set process environment variables for the block, then restore what was there."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def point_at_stand_in(path: Path, pg, settle_seconds: int | None = None) -> None:  # noqa: ANN001

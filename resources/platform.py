@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr
 
 from core.errors import ConfigError, NotAvailable, SecretMissing
 from core.names import LAKE_ZONES
+from core.process_env import environ
 from resources.alerts.base import AlertChannel
 from resources.aws import AwsSession
 from resources.catalog.base import Catalog
@@ -85,17 +86,8 @@ class PlatformResource(dg.ConfigurableResource):
     def environment_variables(self, **extra: str) -> Iterator[None]:
         """Export the resolved environment (and ``extra``) to subprocesses; dbt reads it."""
         name, home = self.location()
-        values = {"PLATFORM_ENV": name, "PLATFORM_HOME": str(home), **extra}
-        saved = {k: os.environ.get(k) for k in values}
-        os.environ.update(values)
-        try:
+        with environ({"PLATFORM_ENV": name, "PLATFORM_HOME": str(home), **extra}):
             yield
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
     # -- the systems ----------------------------------------------------------------------------
     def lake(self) -> Lake:
