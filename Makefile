@@ -7,6 +7,8 @@ export PLATFORM_HOME ?= $(CURDIR)/.platform
 export DAGSTER_HOME ?= $(PLATFORM_HOME)/dagster
 HOST ?= 127.0.0.1
 PORT ?= 3000
+# The browser test drives Debian's Chromium (Playwright's own browser download cannot work here).
+CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: run test lint bench seed freeze clean
 
@@ -25,7 +27,12 @@ run: $(VENV)/.installed
 	$(PY) -m cli dagster-home
 	$(VENV)/bin/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
-test: $(VENV)/.installed
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "the browser test needs Chromium at $(CHROMIUM) (Debian's chromium package)"; exit 1; }
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+
+test: $(VENV)/.installed $(CHROMIUM)
 	$(PY) -m ruff check .
 	$(PY) -m cli dbt-parse
 	$(PY) -m pytest -q

@@ -21,12 +21,14 @@ import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._time import get_current_timestamp
 
+from assets.operations import incident_observation
 from assets.sensors import SET_ASIDE_JOB
 from assets.steward import decisions
 from checks.alerting import FRESHNESS, RUN_FAILURE, SENSOR_HEALTH, Alert, CheckOutcome, close_decided, plan, route
 from checks.freshness import DATA_FRESHNESS_CHECK, describe_policy
 from checks.staging import CONTRACT_CHECK, RECONCILIATION_CHECK
 from core.errors import PlatformError
+from core.names import asset_path
 from core.zones import InsightZone
 from resources.alerts.base import ChannelFailed
 from resources.platform import PlatformResource
@@ -162,12 +164,12 @@ def _due(item: dict, now: float) -> bool:
 def build_alerting_sensor(zones: Sequence[InsightZone]) -> dg.SensorDefinition:
     datasets = [d for z in zones for d in z.datasets]
     routes = {z.name: z.spec.routes for z in zones}
-    keys = [dg.AssetCheckKey(dg.AssetKey(["staging", d.insight_zone, d.name]), check)
+    keys = [dg.AssetCheckKey(dg.AssetKey(asset_path("staging", d.insight_zone, d.name)), check)
             for d in datasets for check in (CONTRACT_CHECK, RECONCILIATION_CHECK, DATA_FRESHNESS_CHECK)
             if check != DATA_FRESHNESS_CHECK or (d.spec.freshness and d.spec.freshness.data
                                                  and d.spec.freshness.data.max_age_hours)]
     zone_owners = {d.insight_zone: tuple(d.owners) for d in datasets}
-    staging_keys = [dg.AssetKey(["staging", d.insight_zone, d.name]) for d in datasets]
+    staging_keys = [dg.AssetKey(asset_path("staging", d.insight_zone, d.name)) for d in datasets]
     zone_of_job = {f"ingest__{d.id}": d.insight_zone for d in datasets}
     # Sensor name → its insight zone (whose owners hear of it); the shared sensors have none.
     sensor_names = {f"{d.id}__ingress": d.insight_zone for d in datasets} | dict.fromkeys(
@@ -232,6 +234,8 @@ def build_alerting_sensor(zones: Sequence[InsightZone]) -> dg.SensorDefinition:
             # daemon's log says why (the cursor is kept: nothing is lost, the next tick retries).
             raise ChannelFailed(f"the {ALERTS_SENSOR} sensor could not deliver to any channel "
                                 f"({', '.join(sorted(failing))}); {len(left)} deliveries pending")
-        return dg.SensorResult(cursor=json.dumps({"open": open_incidents, "pending": left}, sort_keys=True))
+        # The incident log (operations/platform/operations_incidents): one observation per alert raised.
+        return dg.SensorResult(cursor=json.dumps({"open": open_incidents, "pending": left}, sort_keys=True),
+                               asset_events=[incident_observation(json.loads(a.to_json())) for a in new])
 
     return alerts

@@ -22,7 +22,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 from assets.policies import RETRY, WAREHOUSE_POOL, failure, platform_errors
 from checks.freshness import derived_policy, freshness_policy
 from core.errors import ConfigError
-from core.names import MODELLED_ZONES
+from core.names import MODELLED_ZONES, asset_path, name_in_path
 from core.paths import DBT_DIR
 from core.zones import all_datasets, load_zones
 from resources.platform import PlatformResource
@@ -39,9 +39,16 @@ def upstream_published_and_checked() -> dg.AutomationCondition:
     "None failed" rather than "all passed": a dbt build of a subset does not run the tests that
     span models outside the subset, and an unexecuted test must not hold serving back. For staging
     both are the same (its checks run with every materialisation), and a partition that fails its
-    contract is held outside the catalog view dbt reads in any case."""
-    published = dg.AutomationCondition.newly_updated() & ~dg.AutomationCondition.any_checks_match(
-        dg.AutomationCondition.check_failed(), blocking_only=True
+    contract is held outside the catalog view dbt reads in any case.
+
+    A dependency that will be requested in the same tick counts as published: the whole chain
+    from a staging partition to serving is then one run (in dependency order, a failed blocking
+    dbt test skipping what follows), not one run per layer and tick. A dependency updated by a run
+    that also built this asset does not count again (Dagster's ``executed_with_root_target``)."""
+    checked = ~dg.AutomationCondition.any_checks_match(dg.AutomationCondition.check_failed(), blocking_only=True)
+    published = (
+        (dg.AutomationCondition.newly_updated() & ~dg.AutomationCondition.executed_with_root_target()) & checked
+        | dg.AutomationCondition.will_be_requested()
     )
     # A modelled dependency that was never built (and is not requested in this tick) must come
     # first. Staging is exempt: a file that was rejected leaves its partition missing for good.
@@ -101,7 +108,7 @@ class PlatformDbtTranslator(DagsterDbtTranslator):
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         zone, insight_zone = self._place(dbt_resource_props)
-        return dg.AssetKey([zone, insight_zone, dbt_resource_props["name"]])
+        return dg.AssetKey(asset_path(zone, insight_zone, dbt_resource_props["name"]))
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return self._place(dbt_resource_props)[1]
@@ -190,9 +197,8 @@ def unpublished_sources(manifest: Mapping[str, Any], models: set[str],
 def _blocked_message(manifest: Mapping[str, Any], model_keys: Mapping[str, dg.AssetKey],
                      blocked: Mapping[str, set[str]]) -> str:
     sources = sorted({s for missing in blocked.values() for s in missing})
-    tables = ", ".join(
-        "/".join(["staging", manifest["sources"][s]["schema"].removeprefix("staging_"), manifest["sources"][s]["name"]])
-        for s in sources)
+    tables = ", ".join("/".join(asset_path("staging", manifest["sources"][s]["schema"].removeprefix("staging_"),
+                                            manifest["sources"][s]["name"])) for s in sources)
     models = ", ".join(sorted(model_keys[m].to_user_string() for m in blocked))
     return (f"not built: {models}. They read {tables}, where no delivered file has passed its contract yet "
             "(nothing is published). Drop a file into the dataset's ingress folder; automation builds these "
@@ -259,7 +265,7 @@ def build_dbt_assets() -> dg.AssetsDefinition:
             invocation = dbt.cli(["build", *exclude], context=context, raise_on_error=False, target_path=run_dir)
             events = list(invocation.stream())
         keys = context.assets_def.keys_by_output_name
-        model_of = {e.output_name: keys[e.output_name].path[-1] for e in events if isinstance(e, dg.Output)}
+        model_of = {e.output_name: name_in_path(keys[e.output_name].path) for e in events if isinstance(e, dg.Output)}
         relations = _relations(invocation.manifest)
         with platform_errors("counting the built models' rows"):
             counts = warehouse.row_counts({m: relations[m] for m in model_of.values() if m in relations})

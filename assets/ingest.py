@@ -21,7 +21,7 @@ from assets.policies import RETRY, failure, platform_errors
 from checks.freshness import data_freshness_result, data_freshness_spec, delivery_contract, freshness_policy
 from checks.staging import check_specs, contract_result, reconciliation_result, rejected_result
 from core.errors import FileRejected, IntegrityError, TerminalError
-from core.names import SOURCE_FILE, SOURCE_LINE, split_partition_key, table_name
+from core.names import SOURCE_FILE, SOURCE_LINE, asset_path, split_partition_key, table_name
 from core.zones import Dataset
 from engine import StagingRequest, engine_for
 from resources.catalog.base import PartitionVersion
@@ -47,9 +47,9 @@ class DatasetDefs:
 
 def keys(ds: Dataset) -> tuple[dg.AssetKey, dg.AssetKey, dg.AssetKey]:
     return (
-        dg.AssetKey(["landing", ds.insight_zone, ds.name]),
-        dg.AssetKey(["staging", ds.insight_zone, ds.name]),
-        dg.AssetKey(["quarantine", ds.insight_zone, ds.name]),
+        dg.AssetKey(asset_path("landing", ds.insight_zone, ds.name)),
+        dg.AssetKey(asset_path("staging", ds.insight_zone, ds.name)),
+        dg.AssetKey(asset_path("quarantine", ds.insight_zone, ds.name)),
     )
 
 
@@ -270,7 +270,9 @@ def build_staging(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg
                     result = engine_for(ds).stage(request, lake)
                 except FileRejected as e:
                     yield rejected_result(staging_key, name, e)
-                    raise failure(e, note=f"The file stays in landing ({landing.uri(*landed)}).",
+                    raise failure(e, note=f"The file stays in landing ({landing.uri(*landed)}): once the contract "
+                                          "accepts it (and the definitions are reloaded), re-execute this run "
+                                          "to stage it from there; re-executed unchanged, it fails the same way.",
                                   source_file=name, partition=key) from None
                 assert result.staging_uri and result.quarantine_uri
                 staged = _parquet_rows(lake, result.staging_uri)

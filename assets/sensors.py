@@ -20,6 +20,7 @@ import dagster as dg
 from assets.ingest import DatasetDefs, LandingConfig, keys, landing_parts
 from assets.policies import RETRY, platform_errors
 from core.arrival import SET_ASIDE_DIR, STALE_TEMPORARY_S, Cursor, FileEntry, SetAside, is_temporary, plan_tick
+from core.names import asset_path
 from core.zones import Dataset
 from resources.platform import PlatformResource
 
@@ -61,7 +62,7 @@ def set_aside_op(context: dg.OpExecutionContext, config: SetAsideConfig, platfor
             if f.dataset:
                 zone, dataset = f.dataset.split(".")
                 context.log_event(dg.AssetObservation(
-                    asset_key=dg.AssetKey(["landing", zone, dataset]),
+                    asset_key=dg.AssetKey(asset_path("landing", zone, dataset)),
                     metadata={"set_aside": f.name, "reason": f.reason, "moved_to": ingress.uri(*dest),
                               "message": f.message}))
             if f.reason != "duplicate":

@@ -18,6 +18,7 @@ from assets.dbt import lineage_table, upstream_policy, upstream_published_and_ch
 from assets.policies import RETRY, WAREHOUSE_POOL, platform_errors
 from checks.serving import check_specs, row_count_result
 from core.errors import ConfigError
+from core.names import asset_path
 from core.paths import DBT_DIR
 from core.zones import InsightZone, ServingSpec
 from resources.platform import PlatformResource
@@ -58,8 +59,8 @@ def served_columns(mart_key: dg.AssetKey, types: dict[str, str]) -> dict[str, An
 
 
 def build_serving_asset(zone: InsightZone, model: str, spec: ServingSpec) -> dg.AssetsDefinition:
-    key = dg.AssetKey(["serving", zone.name, model])
-    mart_key = dg.AssetKey(["analytics", zone.name, model])
+    key = dg.AssetKey(asset_path("serving", zone.name, model))
+    mart_key = dg.AssetKey(asset_path("analytics", zone.name, model))
 
     @dg.asset(
         key=key,

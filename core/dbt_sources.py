@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from core.names import SOURCE_FILE, SOURCE_LINE, schema_name
+from core.names import SOURCE_FILE, SOURCE_LINE, asset_path, schema_name
 from core.paths import DBT_DIR
 from core.types import parse_type
 from core.zones import InsightZone, load_zones
@@ -50,7 +50,7 @@ def render_sources(zones: tuple[InsightZone, ...] | None = None) -> str:
             tables.append({
                 "name": ds.name,
                 "description": " ".join(ds.spec.description.split()) or f"Staged {ds.name}.",
-                "meta": {"dagster": {"asset_key": ["staging", zone.name, ds.name]}},
+                "meta": {"dagster": {"asset_key": asset_path("staging", zone.name, ds.name)}},
                 "columns": cols,
             })
         sources.append({

@@ -57,6 +57,21 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def asset_path(zone: str, insight_zone: str, name: str) -> list[str]:
+    """``[staging, mobility, staging_yellow_trips]``: an asset's key. Dagster's lineage graph draws
+    only the last part, so it carries the zone: the same dataset in landing, staging and quarantine,
+    or a mart and its served table, never look alike there."""
+    return [zone, insight_zone, f"{zone}_{name}"]
+
+
+def name_in_path(path: list[str] | tuple[str, ...]) -> str:
+    """The dataset, model or table an asset key names: ``yellow_trips`` for the path above."""
+    zone, _, last = path
+    if not last.startswith(f"{zone}_"):
+        raise InvalidName(f"{'/'.join(path)} is not a platform asset key ([zone, insight_zone, <zone>_<name>])")
+    return last.removeprefix(f"{zone}_")
+
+
 def schema_name(zone: str, insight_zone: str) -> str:
     """``staging_mobility``: the schema of a zone's tables for one insight zone."""
     return check_ident(f"{zone}_{insight_zone}", "schema")

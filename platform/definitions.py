@@ -9,6 +9,7 @@ import dagster as dg
 from assets.alerting import build_alerting_sensor
 from assets.dbt import build_dbt_assets
 from assets.ingest import build_dataset
+from assets.operations import build_operations
 from assets.sensors import build_sensor, build_strays_sensor, set_aside_job
 from assets.serving import build_serving_assets
 from assets.steward import build_steward_job
@@ -17,10 +18,12 @@ from resources.platform import PlatformResource
 
 datasets = [build_dataset(ds) for ds in all_datasets()]
 modelled = [build_dbt_assets(), *build_serving_assets(load_zones())]
+operations, operations_job, operations_schedule = build_operations(load_zones())
 
 defs = dg.Definitions(
-    assets=[a for d in datasets for a in (d.landing, d.staging)] + modelled,
-    jobs=[*(d.job for d in datasets), *(build_steward_job(d) for d in datasets), set_aside_job],
+    assets=[a for d in datasets for a in (d.landing, d.staging)] + modelled + operations,
+    schedules=[operations_schedule],
+    jobs=[*(d.job for d in datasets), *(build_steward_job(d) for d in datasets), set_aside_job, operations_job],
     sensors=[
         *(build_sensor(d) for d in datasets),
         build_strays_sensor([d.dataset for d in datasets]),

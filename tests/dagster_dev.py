@@ -85,6 +85,11 @@ class DagsterDev:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/graphql"
 
+    @property
+    def base_url(self) -> str:
+        """The UI's address, as a browser opens it."""
+        return f"http://127.0.0.1:{self.port}"
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(

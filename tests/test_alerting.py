@@ -19,7 +19,7 @@ from checks.alerting import OPENED, RESOLVED, CheckOutcome, plan
 from resources.alerts import JsonLinesChannel
 from resources.platform import PlatformResource
 
-ASSET = ("staging", "finance", "expense_reports")
+ASSET = ("staging", "finance", "staging_expense_reports")
 BAD = SAMPLES / "finance" / "expense_reports" / "expenses_2026-11-19.csv"  # lost its currency column
 GOOD = SAMPLES / "finance" / "expense_reports" / "expenses_2026-11-18.csv"
 
@@ -35,12 +35,13 @@ def owners(_: tuple[str, ...]) -> tuple[str, ...]:
 
 def test_an_incident_opens_once_and_resolves_once() -> None:
     open_, alerts = plan({}, [outcome(1, False)], owners, "http://ui")
-    assert [a.kind for a in alerts] == [OPENED] and list(open_) == ["staging/finance/expense_reports:contract:a.csv"]
+    assert [a.kind for a in alerts] == [OPENED]
+    assert list(open_) == ["staging/finance/staging_expense_reports:contract:a.csv"]
     assert alerts[0].owners == ("finance-oncall@example.com",) and alerts[0].run_url == "http://ui/runs/run1"
     assert plan(open_, [outcome(1, False)], owners, "http://ui") == (open_, [])  # the next tick: nothing
     # A re-delivery of the same file that fails again is the same incident: no second alert.
     open_, alerts = plan(open_, [outcome(1, False), outcome(2, False, "a.csv@fedcba9876543210")], owners, "u")
-    assert alerts == [] and open_["staging/finance/expense_reports:contract:a.csv"]["record_id"] == 2
+    assert alerts == [] and open_["staging/finance/staging_expense_reports:contract:a.csv"]["record_id"] == 2
     # The corrected delivery passes: one resolved message, the incident is closed.
     closed, alerts = plan(open_, [outcome(2, False), outcome(3, True, "a.csv@00000000000000ff")], owners, "u")
     assert [a.kind for a in alerts] == [RESOLVED] and closed == {}
@@ -94,7 +95,7 @@ def test_a_rejected_file_alerts_once_and_its_corrected_delivery_resolves_it(home
     assert alert["kind"] == "opened" and alert["source_file"] == BAD.name and alert["check"] == "contract"
     assert "missing columns: currency" in alert["body"] and alert["owners"] == ["team:finance-data"]
     assert alert["run_url"].endswith(bad.result.run_id) and alert["asset_url"].endswith("/assets/staging/finance/"
-                                                                                          "expense_reports")
+                                                                                          "staging_expense_reports")
     # The following ticks say nothing; neither does a restarted daemon (a fresh sensor, the stored
     # cursor), nor one that crashed after delivering and before its cursor was stored.
     assert _tick(instance, platform, cursor) == cursor

@@ -10,9 +10,9 @@ import pytest
 from support import SAMPLES, ingest, requested
 
 ZONES_FILE = SAMPLES / "mobility/taxi_zones/taxi_zone_lookup.csv"
-STG_ZONES = dg.AssetKey(["ods", "mobility", "stg_mobility__taxi_zones"])
-MART = dg.AssetKey(["analytics", "mobility", "daily_trips_by_borough"])
-SERVED = dg.AssetKey(["serving", "mobility", "daily_trips_by_borough"])
+STG_ZONES = dg.AssetKey(["ods", "mobility", "ods_base_mobility__taxi_zones"])
+MART = dg.AssetKey(["analytics", "mobility", "analytics_daily_trips_by_borough"])
+SERVED = dg.AssetKey(["serving", "mobility", "serving_daily_trips_by_borough"])
 
 
 @pytest.mark.parametrize(("bad", "expect_request"), [(False, True), (True, False)])
@@ -53,6 +53,6 @@ def test_a_model_waits_for_a_modelled_dependency_that_was_never_built(home: Path
         _, cursor = requested(instance)
         assert ingest(home, "mobility__yellow_trips", trips, instance=instance).success
         after, _ = requested(instance, cursor)
-    assert dg.AssetKey(["ods", "mobility", "stg_mobility__yellow_trips"]) in after
-    # trips also needs ods/mobility/zones, which does not exist: it must not be requested yet.
-    assert dg.AssetKey(["ods", "mobility", "trips"]) not in after
+    assert dg.AssetKey(["ods", "mobility", "ods_base_mobility__yellow_trips"]) in after
+    # trips also needs ods/mobility/ods_zones, which does not exist: it must not be requested yet.
+    assert dg.AssetKey(["ods", "mobility", "ods_trips"]) not in after

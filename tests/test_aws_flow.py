@@ -187,7 +187,7 @@ def test_samples_flow_end_to_end_on_the_stand_ins_as_they_do_locally(test_env, t
     readable = {
         ("analyst_finance", 'SELECT "expense_date", "amount", "_source_line" FROM staging_finance.expense_reports'),
         ("analyst_finance", "SELECT * FROM ods_finance.expense_lines"),
-        ("analyst_finance", "SELECT * FROM ods_finance.stg_finance__expense_reports"),  # a view: hashed keys
+        ("analyst_finance", "SELECT * FROM ods_finance.base_finance__expense_reports"),  # a view: hashed keys
         ("analyst_finance", "SELECT * FROM analytics_finance.monthly_spend_by_cost_centre"),
         ("analyst_finance", "SELECT * FROM finance.monthly_spend_by_cost_centre"),
         ("analyst_mobility", "SELECT * FROM staging_mobility.yellow_trips"),  # no PII column

@@ -15,6 +15,7 @@ Inputs are built from the first lines of the real samples, so every line number 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 from dataclasses import dataclass
@@ -23,9 +24,12 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
-from support import SAMPLES, Ingested, ingest, lake_files, published_file, query, view_files
+from support import SAMPLES, Ingested, dataset_defs, ingest, lake_files, published_file, query, view_files
 
+from assets.ingest import LandingConfig
 from core.arrival import Cursor, FileEntry, plan_tick
+from core.zones import all_datasets
+from resources.platform import PlatformResource
 
 BOM = b"\xef\xbb\xbf"
 ZONES = ("landing", "staging", "quarantine")
@@ -236,6 +240,32 @@ def test_a_renamed_column_is_rejected_with_the_fix(home: Path):
         "(missing columns: tip_amount; unexpected columns: Tip_Amt). If the file is right and the contract "
         "is not, in platform/zones/mobility.yaml add `source: Tip_Amt` to `tip_amount`, then deliver the file again")
     assert details["suggested_sources"] == {"tip_amount": "Tip_Amt"}
+    assert "re-execute this run to stage it from there" in ing.failure_message()
+
+
+def test_a_rejected_run_re_executed_after_the_fix_stages_the_landed_bytes(home: Path):
+    """The rejection's advice works: with the suggested line in the contract, the same run (same
+    partition, the file long gone from ingress) stages the bytes kept in landing."""
+    ingest_baseline(home, YELLOW)
+    lines = YELLOW.lines()
+    lines[0] = lines[0].replace(b"tip_amount", b"Tip_Amt")
+    name = YELLOW.file("renamed")
+    with dg.instance_for_test() as instance:
+        ing = ingest(home, YELLOW.dataset_id, join(lines), name=name, instance=instance)
+        assert not ing.success and not ing.ingress_file.exists()
+        ds = {d.id: d for d in all_datasets()}[YELLOW.dataset_id]
+        contract = ds.spec.contract
+        fixed_columns = {**contract.columns, "tip_amount": contract.columns["tip_amount"].model_copy(
+            update={"source": "Tip_Amt"})}
+        fixed = dataclasses.replace(ds, spec=ds.spec.model_copy(update={"contract": contract.model_copy(
+            update={"columns": fixed_columns})}))
+        defs = dataset_defs(fixed)
+        again = dg.materialize(
+            [defs.landing, defs.staging], partition_key=ing.partition_key, instance=instance, raise_on_error=False,
+            resources={"platform": PlatformResource(environment="local", home=str(home))},
+            run_config=dg.RunConfig(ops={"__".join(defs.landing.key.path): LandingConfig(ingress_file=name)}))
+    assert again.success
+    assert count(home, YELLOW, "staging", name) == YELLOW.rows
 
 
 def test_unrelated_extra_and_missing_columns_get_no_suggestion(home: Path):

@@ -62,7 +62,7 @@ COMPARED = {
     "ods_finance.expense_lines": ["expense_line_id"],
 }
 MODELS = {
-    "stg_mobility__yellow_trips", "stg_mobility__taxi_zones", "zones", "trips", "stg_finance__expense_reports",
+    "base_mobility__yellow_trips", "base_mobility__taxi_zones", "zones", "trips", "base_finance__expense_reports",
     "expense_lines", "daily_trips_by_borough", "zone_flows", "tips_by_payment_type", "monthly_spend_by_cost_centre",
 }
 NATURAL_KEY = ("vendor_id, pickup_at, dropoff_at, pickup_location_id, dropoff_location_id, "
@@ -141,7 +141,7 @@ def duckdb_build(platform_home: Path, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="module")
 def warehouse(platform_home: Path, duckdb_build: Build) -> Iterator[duckdb.DuckDBPyConnection]:
     con = duckdb.connect(str(platform_home / "warehouse.duckdb"), read_only=True)
-    # The stg_ views read the staging tables through the catalog, attached as dbt attaches it.
+    # The base_ views read the staging tables through the catalog, attached as dbt attaches it.
     con.execute(f"attach '{platform_home / 'catalog.duckdb'}' as catalog (read_only)")
     yield con
     con.close()
@@ -317,7 +317,7 @@ def test_postgres_gives_the_same_rows_as_duckdb(
 
 def modelled_relations(rows: list[tuple[str, str]]) -> list[str]:
     relations = [f"{s}.{t}" for s, t in rows if s.startswith(("ods_", "analytics_"))]
-    assert len(relations) == len(MODELS), relations  # every model: the stg_ views too
+    assert len(relations) == len(MODELS), relations  # every model: the base_ views too
     return relations
 
 
@@ -364,7 +364,7 @@ def test_the_hashing_key_is_in_no_artifact_log_or_stored_object(
             data = path.read_bytes()
             assert not any(n in data for n in needles), f"{build.target}: the hashing key is in {path}"
             searched += len(data)
-        compiled = [p for p in files if p.name == "stg_finance__expense_reports.sql"]
+        compiled = [p for p in files if p.name == "base_finance__expense_reports.sql"]
         assert compiled and all(b"platform_pii_key" in p.read_bytes() or b"platform.pii_key" in p.read_bytes()
                                 for p in compiled)
     for path in (platform_home / "warehouse.duckdb", platform_home / "catalog.duckdb"):
@@ -406,5 +406,5 @@ def test_column_lineage_from_a_postgres_build(postgres_build: Build) -> None:
     lineage = column_lineage(manifest, "model.lake_platform.trips", target, PlatformDbtTranslator(), dbt_project())
     deps = {column: {f"{d.asset_key.to_user_string()}.{d.column_name}" for d in ds}
             for column, ds in lineage["dagster/column_lineage"].deps_by_column.items()}
-    assert deps["pickup_borough"] == {"ods/mobility/zones.borough"}
-    assert deps["fare_amount"] == {"ods/mobility/stg_mobility__yellow_trips.fare_amount"}
+    assert deps["pickup_borough"] == {"ods/mobility/ods_zones.borough"}
+    assert deps["fare_amount"] == {"ods/mobility/ods_base_mobility__yellow_trips.fare_amount"}

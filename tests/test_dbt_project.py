@@ -38,7 +38,7 @@ def test_sources_name_every_declared_column_with_its_type() -> None:
     sources = {s["name"]: {t["name"]: t for t in s["tables"]} for s in raw}
     for ds in all_datasets():
         table = sources[f"staging_{ds.insight_zone}"][ds.name]
-        assert table["meta"]["dagster"]["asset_key"] == ["staging", ds.insight_zone, ds.name]
+        assert table["meta"]["dagster"]["asset_key"] == ["staging", ds.insight_zone, f"staging_{ds.name}"]
         cols = {c["name"]: c for c in table["columns"]}
         assert set(ds.spec.contract.columns) <= set(cols)
         for name, col in ds.spec.contract.columns.items():

@@ -46,12 +46,25 @@ def test_asset_graph_matches_snapshot() -> None:
 def test_every_asset_follows_the_conventions() -> None:
     for key, node in graph_snapshot()["assets"].items():
         zone, insight_zone, _ = key.split("/")
-        assert zone in {"landing", "staging", "quarantine", "ods", "analytics", "serving"}
+        assert zone in {"landing", "staging", "quarantine", "ods", "analytics", "serving", "operations"}
+        if key == "operations/platform/operations_incidents":  # the platform-wide alert history
+            assert node["group"] == "operations" and node["kinds"]
+            continue
         assert node["group"] == insight_zone
         assert node["owners"] and node["kinds"]
     assets = graph_snapshot()["assets"]
-    assert assets["staging/mobility/yellow_trips"]["deps"] == ["landing/mobility/yellow_trips"]
-    assert assets["staging/mobility/yellow_trips"]["checks"] == ["contract", "reconciliation"]
+    assert assets["staging/mobility/staging_yellow_trips"]["deps"] == ["landing/mobility/landing_yellow_trips"]
+    assert assets["staging/mobility/staging_yellow_trips"]["checks"] == ["contract", "reconciliation"]
+
+
+def test_every_node_of_the_lineage_graph_is_distinguishable() -> None:
+    # The graph draws only a key's last part: it must be unique and name its zone.
+    labels = [key.split("/")[-1] for key in graph_snapshot()["assets"]]
+    assert len(labels) == len(set(labels)), sorted(x for x in labels if labels.count(x) > 1)
+    assert all(label.startswith(key.split("/")[0] + "_") for key, label in zip(graph_snapshot()["assets"], labels,
+                                                                                strict=True))
+    # dbt's "staging" layer is the lake zone only: no model is named stg_* (they are base_* in ods).
+    assert not [label for label in labels if "stg_" in label]
 
 
 def test_unbroken_lineage_from_landing_to_every_served_mart() -> None:
@@ -59,7 +72,7 @@ def test_unbroken_lineage_from_landing_to_every_served_mart() -> None:
 
     assets = graph_snapshot()["assets"]
     order = ["serving", "analytics", "ods", "staging", "landing"]
-    served = [f"serving/{z.name}/{m}" for z in load_zones() for m in z.spec.serving]
+    served = [f"serving/{z.name}/serving_{m}" for z in load_zones() for m in z.spec.serving]
     assert served
     for key in served:
         # Walk upstream: each step must reach the next zone down, ending in landing.

@@ -5,17 +5,20 @@ a partition that fails its blocking check leads to nothing."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import duckdb
 import psycopg2
 import pytest
+from browser import browser
 from dagster_dev import TERMINAL, DagsterDev, drop_file, wait_until
 
 from resources.serving import ServingDatabase, stop_local
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "mobility"
+LEGACY = SAMPLES / "yellow_trips" / "yellow_tripdata_2009-01_sample.csv"  # other columns: rejected
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +77,7 @@ def test_published_partitions_flow_to_serving_and_failed_ones_do_not(dev: Dagste
     drop_file(dev.platform_home / "ingress" / "finance" / "expense_reports", "expenses_2026-11-16.csv",
               SAMPLES.parent / "finance" / "expense_reports" / "expenses_2026-11-16.csv")
     start = time.monotonic()
-    served = ["serving", "mobility", "daily_trips_by_borough"]
+    served = ["serving", "mobility", "serving_daily_trips_by_borough"]
     # Automation builds one layer per run on the warehouse pool (~30 s each, 9 runs here: issue 10
     # is about that cost); the bound leaves room for a loaded CI machine.
     wait_until(lambda: materialized(dev, served) > 0, timeout_s=480, interval_s=3,
@@ -84,14 +87,15 @@ def test_published_partitions_flow_to_serving_and_failed_ones_do_not(dev: Dagste
     assert runs and all(r["status"] in ("SUCCESS", "STARTING", "STARTED", "QUEUED", "NOT_STARTED") for r in runs), runs
     wait_until(lambda: all(r["status"] == "SUCCESS" for r in automation_runs(dev)), timeout_s=120, interval_s=2,
                what="every automation run succeeded")
-    assert materialized(dev, ["ods", "mobility", "trips"]) >= 1
+    assert materialized(dev, ["ods", "mobility", "ods_trips"]) >= 1
     db = ServingDatabase.local(dev.platform_home)
     assert db.row_count("mobility", "daily_trips_by_borough") > 0
     # Column lineage, as the UI shows it, from the served table back through the mart.
-    assert column_lineage(dev, served)["total_revenue"] == {"analytics/mobility/daily_trips_by_borough.total_revenue"}
-    assert column_lineage(dev, ["analytics", "mobility", "daily_trips_by_borough"])["total_revenue"] == {
-        "ods/mobility/trips.total_amount"}
-    wait_until(lambda: materialized(dev, ["serving", "finance", "monthly_spend_by_cost_centre"]) > 0 and
+    assert column_lineage(dev, served)["total_revenue"] == {
+        "analytics/mobility/analytics_daily_trips_by_borough.total_revenue"}
+    assert column_lineage(dev, ["analytics", "mobility", "analytics_daily_trips_by_borough"])["total_revenue"] == {
+        "ods/mobility/ods_trips.total_amount"}
+    wait_until(lambda: materialized(dev, ["serving", "finance", "serving_monthly_spend_by_cost_centre"]) > 0 and
                all(r["status"] in TERMINAL for r in dev.runs()), timeout_s=300, interval_s=3, what="every run done")
 
     # The warehouse: runs that touch it (dbt, serving) share one pool slot, so they never overlap.
@@ -140,7 +144,35 @@ def test_published_partitions_flow_to_serving_and_failed_ones_do_not(dev: Dagste
     bad = (SAMPLES / "taxi_zones" / "taxi_zone_lookup.csv").read_text().replace('"Queens","Jamaica Bay"',
                                                                                    '"Atlantis","Jamaica Bay"')
     drop_file(ingress / "taxi_zones", "taxi_zone_lookup_v2.csv", bad.encode())
+    # ... and a trips file rejected as a whole (the legacy 2009 layout): nothing either.
+    drop_file(ingress / "yellow_trips", LEGACY.name, LEGACY)
     wait_until(lambda: not (ingress / "taxi_zones" / "taxi_zone_lookup_v2.csv").exists(), timeout_s=120,
                interval_s=1, what="the bad file landed")
     time.sleep(45)  # several automation ticks (10 s) after the failed partition was staged
     assert len(automation_runs(dev)) == settled, automation_runs(dev)[: len(automation_runs(dev)) - settled]
+    rejected = wait_until(lambda: [r for r in dev.runs() if r["tags"].get("platform/source_file") == LEGACY.name
+                                   and r["status"] in TERMINAL], timeout_s=120, what="the 2009 file's run")
+    assert [r["status"] for r in rejected] == ["FAILURE"], rejected
+
+    # The same story in a real browser, as a user reads it in the UI (issue 9).
+    with browser(dev.base_url, dev.platform_home.parent / "screenshots") as ui:
+        # Every node of the lineage graph is distinguishable: no two draw the same label.
+        ui.open("/locations/lake_platform/asset-groups/mobility", "staging_taxi_zones")
+        labels = ui.node_labels()
+        print(f"[browser] mobility graph: {sorted(labels)}")
+        assert len(labels) >= 15 and len(set(labels)) == len(labels), sorted(labels)
+        assert {"staging_taxi_zones", "landing_taxi_zones", "ods_trips"} <= set(labels), labels
+        assert not {"yellow_trips", "daily_trips_by_borough", "taxi_zones"} & set(labels), labels
+        # The held partition is not shown as materialised: one failed, one materialised; the row
+        # count is the published table's (265 zones), not the held file's.
+        text = ui.open("/assets/staging/mobility/staging_taxi_zones?view=partitions", "Failed (1)")
+        assert "Materialized (1)" in text, text[:2000]
+        text = ui.open("/assets/staging/mobility/staging_taxi_zones", "Row count")
+        assert re.search(r"Row count\s+265\b", text), text[:3000]
+        # The rejection's run says how to fix it: the zone YAML line that would accept the file.
+        text = ui.open(f"/runs/{rejected[0]['runId']}", "rejected for dataset mobility.yellow_trips")
+        assert "in platform/zones/mobility.yaml add `source: Trip_Pickup_DateTime` to `pickup_at`" in text
+        # Column lineage, where the open-source UI shows it: the served table's metadata.
+        text = ui.open("/assets/serving/mobility/serving_daily_trips_by_borough", "column_lineage_table")
+        assert "analytics/mobility/analytics_daily_trips_by_borough.total_revenue" in text, text[:3000]
+        ui.shot("served table with its column lineage")

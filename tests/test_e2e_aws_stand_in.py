@@ -23,8 +23,8 @@ from dagster_dev import TERMINAL, DagsterDev, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
-SERVED = [["serving", "mobility", "daily_trips_by_borough"], ["serving", "mobility", "zone_flows"],
-          ["serving", "finance", "monthly_spend_by_cost_centre"]]
+SERVED = [["serving", "mobility", "serving_daily_trips_by_borough"], ["serving", "mobility", "serving_zone_flows"],
+          ["serving", "finance", "serving_monthly_spend_by_cost_centre"]]
 # The two sample files that are wrong on purpose (README: "Real-data findings").
 REJECTED = {"yellow_tripdata_2009-01_sample.csv", "expenses_2026-11-19.csv"}  # 2009 layout; no currency
 

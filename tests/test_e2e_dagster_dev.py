@@ -23,7 +23,7 @@ ZONES = ("mobility", "taxi_zones")
 GOOD_TRIPS = ("yellow_tripdata_2019-06_sample.csv", "yellow_tripdata_2021-01_sample.csv")
 BAD_TRIPS = "yellow_tripdata_2009-01_sample.csv"
 ZONE_FILE = "taxi_zone_lookup.csv"
-STAGING_KEY = ["staging", *TRIPS]
+STAGING_KEY = ["staging", TRIPS[0], f"staging_{TRIPS[1]}"]
 RUNS_TIMEOUT_S = 240
 
 pytestmark = pytest.mark.slow
@@ -102,7 +102,7 @@ def test_samples_flow_through_dagster_dev(dev: DagsterDev):
     print(f"[e2e] {BAD_TRIPS} failed as expected: {reasons[BAD_TRIPS][:300]}")
     assert reasons[BAD_TRIPS].startswith("stage__mobility__yellow_trips"), reasons  # landed, then rejected
 
-    # -- blocking checks on staging/mobility/yellow_trips, per partition ---------------------
+    # -- blocking checks on staging/mobility/staging_yellow_trips, per partition ---------------------
     # The check specs declare no partitions_def, so Dagster records executions unpartitioned
     # (partition None); each run materialises exactly one partition, so the run identifies it.
     checks = {

@@ -28,8 +28,8 @@ from resources.platform import PlatformResource
 
 TRIPS = SAMPLES / "mobility" / "yellow_trips" / "yellow_tripdata_2021-01_sample.csv"
 HEADER = TRIPS.read_text().splitlines()[0]
-STAGING_TRIPS = dg.AssetKey(["staging", "mobility", "yellow_trips"])
-MART = dg.AssetKey(["analytics", "mobility", "daily_trips_by_borough"])
+STAGING_TRIPS = dg.AssetKey(["staging", "mobility", "staging_yellow_trips"])
+MART = dg.AssetKey(["analytics", "mobility", "analytics_daily_trips_by_borough"])
 
 
 def trips_csv(*pickups: str) -> bytes:
@@ -114,10 +114,10 @@ def test_modelled_and_served_assets_derive_their_policy_from_the_staging_tables_
     assert {k.path[0] for k in downstream} == {"ods", "analytics", "serving"}
     for key in downstream:
         assert graph.get(key).freshness_policy == staging, key
-    finance = graph.get(dg.AssetKey(["serving", "finance", "monthly_spend_by_cost_centre"])).freshness_policy
-    assert finance == graph.get(dg.AssetKey(["staging", "finance", "expense_reports"])).freshness_policy
+    finance = graph.get(dg.AssetKey(["serving", "finance", "serving_monthly_spend_by_cost_centre"])).freshness_policy
+    assert finance == graph.get(dg.AssetKey(["staging", "finance", "staging_expense_reports"])).freshness_policy
     # Reference data without a policy adds none: the zones model reads only taxi_zones.
-    assert graph.get(dg.AssetKey(["ods", "mobility", "zones"])).freshness_policy is None
+    assert graph.get(dg.AssetKey(["ods", "mobility", "ods_zones"])).freshness_policy is None
 
 
 def test_the_strictest_input_policy_wins() -> None:
@@ -228,8 +228,9 @@ def test_a_stale_dataset_raises_one_freshness_alert_at_the_right_time_and_resolv
     assert _state(instance, STAGING_TRIPS) == "WARN" and _state(instance, MART) == "WARN"
     cursor = _tick(instance, home, cursor, t0 + 33 * day)
     [warn] = _alerts(home)
-    assert (warn["kind"], warn["severity"], warn["asset"]) == ("opened", "WARN", "staging/mobility/yellow_trips")
-    assert warn["title"] == "[WARN] staging/mobility/yellow_trips is stale"
+    assert (warn["kind"], warn["severity"], warn["asset"]) == (
+        "opened", "WARN", "staging/mobility/staging_yellow_trips")
+    assert warn["title"] == "[WARN] staging/mobility/staging_yellow_trips is stale"
     assert "every 840 h (warning after 768 h)" in warn["body"] and warn["owners"] == ["team:mobility-data",
                                                                                       "mobility-oncall@example.com"]
     assert _tick(instance, home, cursor, t0 + 34 * day) == cursor  # the ticks between: nothing
@@ -250,7 +251,8 @@ def test_a_stale_dataset_raises_one_freshness_alert_at_the_right_time_and_resolv
     cursor = _tick(instance, home, cursor, later)
     new = _alerts(home)[2:]
     assert sorted((a["kind"], a["asset"]) for a in new) == [
-        ("opened", "analytics/mobility/daily_trips_by_borough"), ("resolved", "staging/mobility/yellow_trips")]
+        ("opened", "analytics/mobility/analytics_daily_trips_by_borough"),
+        ("resolved", "staging/mobility/staging_yellow_trips")]
     # A restarted sensor (no cursor) repeats nothing the alert file already holds.
     _tick(instance, home, None, later)
     assert len(_alerts(home)) == 4

@@ -90,24 +90,25 @@ def test_samples_flow_to_serving(flowed: Flowed) -> None:
     assert flowed.success
     assert flowed.checks and not flowed.failed_checks
     mats = flowed.mats
-    for key in ("ods/mobility/trips", "ods/mobility/zones", "analytics/mobility/daily_trips_by_borough",
-                "ods/finance/expense_lines", "serving/mobility/zone_flows",
-                "serving/finance/monthly_spend_by_cost_centre"):
+    for key in ("ods/mobility/ods_trips", "ods/mobility/ods_zones",
+                "analytics/mobility/analytics_daily_trips_by_borough",
+                "ods/finance/ods_expense_lines", "serving/mobility/serving_zone_flows",
+                "serving/finance/serving_monthly_spend_by_cost_centre"):
         assert key in mats, key
         assert mats[key]["dagster/row_count"].value > 0
-    assert mats["ods/mobility/zones"]["dagster/row_count"].value == 265
+    assert mats["ods/mobility/ods_zones"]["dagster/row_count"].value == 265
     # The served tables hold exactly the marts' rows.
     from resources.serving import ServingDatabase
 
     db = ServingDatabase.local(flowed.home)
-    for key in ("serving/mobility/daily_trips_by_borough", "serving/mobility/zone_flows"):
-        zone, model = key.split("/")[1:]
-        assert db.row_count(zone, model) == mats[f"analytics/{zone}/{model}"]["dagster/row_count"].value
+    for key in ("serving/mobility/serving_daily_trips_by_borough", "serving/mobility/serving_zone_flows"):
+        zone, model = key.split("/")[1], key.split("/")[2].removeprefix("serving_")
+        assert db.row_count(zone, model) == mats[f"analytics/{zone}/analytics_{model}"]["dagster/row_count"].value
 
 
 def test_the_hashing_key_is_in_no_dagster_event(flowed: Flowed) -> None:
     # The runs hashed employee ids with PII_KEY.
-    assert "ods/finance/expense_lines" in flowed.mats
+    assert "ods/finance/ods_expense_lines" in flowed.mats
     assert flowed.events_searched > 100_000 and flowed.events_with_key == 0
 
 
@@ -132,7 +133,8 @@ def test_column_lineage_is_attached_to_every_modelled_and_served_asset(flowed: F
     modelled = [k for k in flowed.mats if k.split("/")[0] in ("ods", "analytics", "serving")]
     assert len(modelled) == 13  # 10 models, 3 served marts
     for key in modelled:
-        own = columns[key] if key in columns else columns[key.replace("serving/", "analytics/", 1)]
+        served_mart = key.replace("serving/", "analytics/", 1).replace("/serving_", "/analytics_")
+        own = columns[key] if key in columns else columns[served_mart]
         deps = lineage(flowed.mats, key)
         assert set(deps) == own, key
         for column, upstream in deps.items():  # every dependency names a real upstream column
@@ -144,14 +146,14 @@ def test_column_lineage_is_attached_to_every_modelled_and_served_asset(flowed: F
         for column, upstream in deps.items():
             row = next(line for line in shown.splitlines() if line.startswith(f"| {escape(column)} |"))
             assert all(escape(dep) in row for dep in upstream), (key, column, row)
-    trips, spend = lineage(flowed.mats, "ods/mobility/trips"), lineage(flowed.mats, "ods/finance/expense_lines")
-    assert trips["pickup_borough"] == {"ods/mobility/zones.borough"}
-    assert trips["duration_minutes"] == {"ods/mobility/stg_mobility__yellow_trips.pickup_at",
-                                         "ods/mobility/stg_mobility__yellow_trips.dropoff_at"}
-    assert spend["expense_line_id"] == {"ods/finance/stg_finance__expense_reports.report_id",
-                                        "ods/finance/stg_finance__expense_reports.line_number"}
-    assert lineage(flowed.mats, "ods/finance/stg_finance__expense_reports")["employee_key"] == {
-        "staging/finance/expense_reports.employee_id"}
+    trips, spend = lineage(flowed.mats, "ods/mobility/ods_trips"), lineage(flowed.mats, "ods/finance/ods_expense_lines")
+    assert trips["pickup_borough"] == {"ods/mobility/ods_zones.borough"}
+    assert trips["duration_minutes"] == {"ods/mobility/ods_base_mobility__yellow_trips.pickup_at",
+                                         "ods/mobility/ods_base_mobility__yellow_trips.dropoff_at"}
+    assert spend["expense_line_id"] == {"ods/finance/ods_base_finance__expense_reports.report_id",
+                                        "ods/finance/ods_base_finance__expense_reports.line_number"}
+    assert lineage(flowed.mats, "ods/finance/ods_base_finance__expense_reports")["employee_key"] == {
+        "staging/finance/staging_expense_reports.employee_id"}
 
 
 def test_column_lineage_runs_unbroken_from_serving_to_staging(flowed: Flowed) -> None:
@@ -164,11 +166,12 @@ def test_column_lineage_runs_unbroken_from_serving_to_staging(flowed: Flowed) ->
             found |= roots(dep)
         return found
 
-    assert roots("serving/mobility/daily_trips_by_borough.total_revenue") == {
-        "staging/mobility/yellow_trips.total_amount"}
-    assert roots("serving/mobility/zone_flows.pickup_borough") == {"staging/mobility/taxi_zones.borough"}
-    assert roots("serving/finance/monthly_spend_by_cost_centre.out_of_policy_lines") == {
-        "staging/finance/expense_reports.amount", "staging/finance/expense_reports.category"}
+    assert roots("serving/mobility/serving_daily_trips_by_borough.total_revenue") == {
+        "staging/mobility/staging_yellow_trips.total_amount"}
+    assert roots("serving/mobility/serving_zone_flows.pickup_borough") == {
+        "staging/mobility/staging_taxi_zones.borough"}
+    assert roots("serving/finance/serving_monthly_spend_by_cost_centre.out_of_policy_lines") == {
+        "staging/finance/staging_expense_reports.amount", "staging/finance/staging_expense_reports.category"}
 
 
 def test_broken_source_row_fails_its_dbt_test_as_an_asset_check(short_home: Path) -> None:
@@ -216,11 +219,12 @@ def test_models_reading_an_unpublished_staging_table_are_found_through_their_par
     models = {u for u, n in manifest["nodes"].items() if n["resource_type"] == "model"}
     mobility = {("staging_mobility", "yellow_trips"), ("staging_mobility", "taxi_zones")}
     blocked = unpublished_sources(manifest, models, mobility)
-    assert names(manifest, blocked) == {"stg_finance__expense_reports", "expense_lines", "monthly_spend_by_cost_centre"}
+    assert names(manifest, blocked) == {"base_finance__expense_reports", "expense_lines",
+                                        "monthly_spend_by_cost_centre"}
     assert all(s == {"source.lake_platform.staging_finance.expense_reports"} for s in blocked.values())
     no_zones = unpublished_sources(manifest, models, {("staging_mobility", "yellow_trips"),
                                                       ("staging_finance", "expense_reports")})
-    assert names(manifest, no_zones) == {"stg_mobility__taxi_zones", "zones", "trips", "daily_trips_by_borough",
+    assert names(manifest, no_zones) == {"base_mobility__taxi_zones", "zones", "trips", "daily_trips_by_borough",
                                          "zone_flows", "tips_by_payment_type"}
     assert unpublished_sources(manifest, models, mobility | {("staging_finance", "expense_reports")}) == {}
 
@@ -239,15 +243,16 @@ def test_materialize_all_before_a_zone_has_data_builds_the_rest_and_names_what_i
     assert not result.success
     # The mobility models are built; serving was skipped, since the dbt step as a whole failed, and
     # automation serves the new marts on its next tick.
-    assert {"ods/mobility/trips", "analytics/mobility/zone_flows"} <= built
+    assert {"ods/mobility/ods_trips", "analytics/mobility/analytics_zone_flows"} <= built
     assert {k for k in built if k.startswith("serving/")} == set()
     assert {k for k in next_tick if k.startswith("serving/")} == {
-        "serving/mobility/zone_flows", "serving/mobility/daily_trips_by_borough"}
+        "serving/mobility/serving_zone_flows", "serving/mobility/serving_daily_trips_by_borough"}
     assert not {k for k in built if "/finance/" in k}
     message = "\n".join(failures)
-    assert "not built: analytics/finance/monthly_spend_by_cost_centre, ods/finance/expense_lines, " \
-           "ods/finance/stg_finance__expense_reports" in message, message
-    assert "They read staging/finance/expense_reports, where no delivered file has passed its contract" in message
+    assert "not built: analytics/finance/analytics_monthly_spend_by_cost_centre, " \
+           "ods/finance/ods_base_finance__expense_reports, ods/finance/ods_expense_lines" in message, message
+    assert ("They read staging/finance/staging_expense_reports, where no delivered file has passed its contract"
+            in message)
     assert "Catalog Error" not in message
 
 
@@ -256,7 +261,8 @@ def test_materialize_all_with_no_data_at_all_fails_before_dbt_runs(short_home: P
         result = build(short_home, instance)
         failures = [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
     assert not result.success and not result.get_asset_materialization_events()
-    assert any("staging/mobility/yellow_trips" in f and "staging/finance/expense_reports" in f for f in failures), \
+    assert any("staging/mobility/staging_yellow_trips" in f and "staging/finance/staging_expense_reports" in f
+               for f in failures), \
         failures
     assert not (short_home / "dbt" / "runs").exists()
 
@@ -279,7 +285,7 @@ def test_a_user_holding_the_warehouse_is_a_transient_failure_naming_the_file(
         user = duckdb.connect(str(short_home / "warehouse.duckdb"))
         try:
             result = dg.materialize([dbt_models], instance=instance, raise_on_error=False,
-                                    selection=["ods/mobility/stg_mobility__taxi_zones"],
+                                    selection=["ods/mobility/ods_base_mobility__taxi_zones"],
                                     resources={"platform": PlatformResource(environment="local", home=str(short_home))})
         finally:
             user.close()

@@ -44,7 +44,7 @@ def quarantined_lines(home: Path, table: str = "quarantine_mobility.yellow_trips
 
 
 def observations(instance: dg.DagsterInstance, zone: str) -> dict[str, dict]:
-    records = instance.fetch_observations(dg.AssetKey([zone, "mobility", "yellow_trips"]), limit=20).records
+    records = instance.fetch_observations(dg.AssetKey([zone, "mobility", f"{zone}_yellow_trips"]), limit=20).records
     return {r.partition_key: {k: v.value for k, v in r.asset_observation.metadata.items()} for r in records}
 
 
@@ -74,7 +74,8 @@ def test_a_corrected_redelivery_replaces_the_earlier_one_downstream(home: Path) 
             assert seen["superseded_by"] == corrected.partition_key and seen["in_catalog"] is False
         # ...and stays for audit: its landed bytes and its materialisation.
         assert len(lake_files(home, "landing")) == 2
-        history = instance.fetch_materializations(dg.AssetKey(["staging", "mobility", "yellow_trips"]), limit=10)
+        history = instance.fetch_materializations(
+            dg.AssetKey(["staging", "mobility", "staging_yellow_trips"]), limit=10)
         assert {r.partition_key for r in history.records} == {first.partition_key, corrected.partition_key}
 
     # What dbt attaches (a snapshot of the catalog) sees the same.

@@ -183,7 +183,7 @@ def test_sensor_on_a_real_folder_and_instance(home: Path) -> None:
         assert req.run_key == f"mobility__yellow_trips:{sha}"
         assert req.partition_key == partition_key(sample.name, sha)
         assert req.tags["platform/source_file"] == sample.name
-        landing_config = req.run_config["ops"]["landing__mobility__yellow_trips"]["config"]
+        landing_config = req.run_config["ops"]["landing__mobility__landing_yellow_trips"]["config"]
         assert landing_config["ingress_file"] == sample.name
         assert landing_config["delivered_at_ns"] == (ingress / sample.name).stat().st_mtime_ns
         assert result.dynamic_partitions_requests[0].partition_keys == [req.partition_key]
@@ -224,7 +224,7 @@ def test_set_aside_job_moves_the_files_records_why_and_fails_for_the_misnamed(ho
         run = set_aside_job.execute_in_process(
             run_config=aside.run_config, instance=instance, raise_on_error=False,
             resources={"platform": PlatformResource(environment="local", home=str(home))})
-        observations = instance.fetch_observations(dg.AssetKey(["landing", "mobility", "yellow_trips"]),
+        observations = instance.fetch_observations(dg.AssetKey(["landing", "mobility", "landing_yellow_trips"]),
                                                    limit=10).records
     assert not run.success
     failure = next(e for e in run.all_events if e.is_step_failure).step_failure_data

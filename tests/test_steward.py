@@ -17,7 +17,7 @@ from resources.platform import PlatformResource
 
 TRIPS = SAMPLES / "mobility" / "yellow_trips" / "yellow_tripdata_2021-01_sample.csv"
 ZONES = SAMPLES / "mobility" / "taxi_zones" / "taxi_zone_lookup.csv"
-STAGING = dg.AssetKey(["staging", "mobility", "yellow_trips"])
+STAGING = dg.AssetKey(["staging", "mobility", "staging_yellow_trips"])
 
 
 def held_trips(broken: int = 30) -> bytes:
@@ -91,7 +91,7 @@ def test_a_released_delivery_is_published_flows_downstream_and_closes_its_incide
     assert not held.success and catalog_states(home, "mobility__yellow_trips") == {held.partition_key: "held"}
     # Held: not materialised in staging (the partition shows as failed, not green); the check says why.
     assert [m.asset_key for m in held.result.asset_materializations_for_node("stage__mobility__yellow_trips")] \
-        == [dg.AssetKey(["quarantine", "mobility", "yellow_trips"])]
+        == [dg.AssetKey(["quarantine", "mobility", "quarantine_yellow_trips"])]
     [contract] = [c for c in held.result.get_asset_check_evaluations() if c.check_name == "contract"]
     staged = contract.metadata["rows_staged"].value  # the 30 broken and the sample's own 4 are out
     assert staged == 780 - 30 - 4
@@ -118,12 +118,12 @@ def test_a_released_delivery_is_published_flows_downstream_and_closes_its_incide
 
     # Automation picks it up: the failed check no longer counts against the newer materialisation.
     after, _ = automation_requests(instance, auto)
-    assert dg.AssetKey(["ods", "mobility", "stg_mobility__yellow_trips"]) in after
+    assert dg.AssetKey(["ods", "mobility", "ods_base_mobility__yellow_trips"]) in after
 
     cursor = tick(home, instance, cursor)
     assert [a["kind"] for a in alerts(home)] == ["opened", "resolved"]
     resolved = alerts(home)[1]
-    assert resolved["title"] == "[resolved] released by the steward: staging/mobility/yellow_trips " \
+    assert resolved["title"] == "[resolved] released by the steward: staging/mobility/staging_yellow_trips " \
                                 "(yellow_tripdata_2021-02.csv)"
     assert "by ada@example.com" in resolved["body"] and "known TLC bug" in resolved["body"]
     assert tick(home, instance, cursor) == cursor and len(alerts(home)) == 2  # closed for good

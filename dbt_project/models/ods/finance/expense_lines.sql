@@ -1,6 +1,6 @@
 with expense_reports as (
 
-    select * from {{ ref('stg_finance__expense_reports') }}
+    select * from {{ ref('base_finance__expense_reports') }}
 
 ),
 

@@ -22,7 +22,7 @@
 
 with yellow_trips as (
 
-    select * from {{ ref('stg_mobility__yellow_trips') }}
+    select * from {{ ref('base_mobility__yellow_trips') }}
 
 ),
 

@@ -1,6 +1,6 @@
 with taxi_zones as (
 
-    select * from {{ ref('stg_mobility__taxi_zones') }}
+    select * from {{ ref('base_mobility__taxi_zones') }}
 
 ),
 
