@@ -334,6 +334,19 @@ class DagsterDev:
             raise GraphQLError(f"launchRunReexecution: {data}")
         return data["run"]["runId"]
 
+    def stop_sensor(self, sensor_name: str) -> None:
+        """Stop a running sensor, as its toggle in the UI does."""
+        sel = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "sensorName": sensor_name}
+        sensor = self.graphql("query S($sel: SensorSelector!) { sensorOrError(sensorSelector: $sel) { __typename "
+                              "... on Sensor { id } } }", {"sel": sel})["sensorOrError"]
+        if sensor["__typename"] != "Sensor":
+            raise GraphQLError(f"sensor {sensor_name}: {sensor}")
+        stopped = self.graphql("mutation T($id: String) { stopSensor(id: $id) { __typename "
+                               "... on StopSensorMutationResult { instigationState { status } } "
+                               "... on PythonError { message } } }", {"id": sensor["id"]})["stopSensor"]
+        if (stopped.get("instigationState") or {}).get("status") != "STOPPED":
+            raise GraphQLError(f"stopSensor {sensor_name}: {stopped}")
+
     def sensor_ticks(self, sensor_name: str, limit: int = 10) -> list[dict]:
         data = self.graphql(
             """query Ticks($sel: SensorSelector!, $limit: Int) {

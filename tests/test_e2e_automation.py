@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -46,6 +47,18 @@ def latest_materialization_run(dev: DagsterDev, key: list[str]) -> str:
     return data["assetMaterializations"][0]["runId"]
 
 
+def numbers(dev: DagsterDev, key: list[str]) -> dict[str, int]:
+    """The integer metadata of the asset's latest materialisation."""
+    data = dev.graphql(
+        """query N($k: AssetKeyInput!) { assetOrError(assetKey: $k) { ... on Asset {
+             assetMaterializations(limit: 1) { metadataEntries { label
+               ... on IntMetadataEntry { intValue } } } } } }""",
+        {"k": {"path": key}},
+    )["assetOrError"]
+    return {e["label"]: e["intValue"] for m in data["assetMaterializations"] for e in m["metadataEntries"]
+            if "intValue" in e}
+
+
 def query_pg(db: ServingDatabase, sql: str) -> list[tuple]:
     with db.connect() as conn, conn.cursor() as cur:
         cur.execute(sql)
@@ -78,8 +91,8 @@ def test_published_partitions_flow_to_serving_and_failed_ones_do_not(dev: Dagste
               SAMPLES.parent / "finance" / "expense_reports" / "expenses_2026-11-16.csv")
     start = time.monotonic()
     served = ["serving", "mobility", "serving_daily_trips_by_borough"]
-    # Automation builds one layer per run on the warehouse pool (~30 s each, 9 runs here: issue 10
-    # is about that cost); the bound leaves room for a loaded CI machine.
+    # Automation builds a delivery's chain in one run on the warehouse pool (4 runs here, ~210 s
+    # from the drop on a loaded 2-core machine); the bound leaves room for a slower CI machine.
     wait_until(lambda: materialized(dev, served) > 0, timeout_s=480, interval_s=3,
                what="serving materialised by automation")
     print(f"\n[e2e] drop → served by automation: {time.monotonic() - start:.1f} s")
@@ -176,3 +189,19 @@ def test_published_partitions_flow_to_serving_and_failed_ones_do_not(dev: Dagste
         text = ui.open("/assets/serving/mobility/serving_daily_trips_by_borough", "column_lineage_table")
         assert "analytics/mobility/analytics_daily_trips_by_borough.total_revenue" in text, text[:3000]
         ui.shot("served table with its column lineage")
+        # The incident log has the held zones file's alert; today's numbers count it.
+        text = ui.open("/assets/operations/platform/operations_incidents?view=events",
+                       "contract failed on staging/mobility/staging_taxi_zones")
+        assert "taxi_zone_lookup_v2.csv" in text, text[:3000]
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
+        counted = dev.launch_partition("operations__daily", today)
+        wait_until(lambda: next(r for r in dev.runs() if r["runId"] == counted)["status"] in TERMINAL,
+                   timeout_s=120, what="today's deliveries counted")
+        assert next(r for r in dev.runs() if r["runId"] == counted)["status"] == "SUCCESS"
+        text = ui.open("/assets/operations/mobility/operations_mobility_deliveries", "files_held")
+        ui.shot("today's mobility deliveries")
+        assert "files_rejected" in text and "incidents_opened" in text, text[:3000]
+    stats = numbers(dev, ["operations", "mobility", "operations_mobility_deliveries"])
+    # Zones twice (one held), trips three times (one rejected as a whole): every verdict of the day.
+    assert (stats["files_delivered"], stats["files_held"], stats["files_rejected"]) == (5, 1, 1), stats
+    assert stats["files_staged"] == 3 and stats["incidents_opened"] >= 2, stats

@@ -52,6 +52,9 @@ def base() -> Iterator[Path]:
 
 def started(dev: DagsterDev) -> DagsterDev:
     dev.start()
+    # The modelled zones are not under test here (test_e2e_automation injects their faults): their
+    # dbt runs would only take run slots and CPU from the ingest runs these tests break.
+    dev.stop_sensor("modelled_zones_automation")
     return dev
 
 
