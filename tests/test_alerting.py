@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.test_utils import freeze_time
-from support import SAMPLES, ingest, load_definitions_module
+from support import SAMPLES, ingest, load_definitions_module, query
 
 from checks.alerting import OPENED, RESOLVED, CheckOutcome, plan
 from resources.alerts import JsonLinesChannel
@@ -309,3 +309,39 @@ def test_when_no_channel_takes_an_alert_the_tick_fails_and_keeps_it(home: Path, 
     (home / "alerts" / "alerts.jsonl").rmdir()
     _tick(instance, platform, None)  # the stored cursor did not move: the alert is delivered now
     assert [a["kind"] for a in _lines(home)] == ["opened"]
+
+
+def test_no_planted_personal_value_reaches_an_alert_the_incident_log_or_the_log(
+        home: Path, instance, caplog: pytest.LogCaptureFixture) -> None:
+    """Personal values that break the contract are quarantined with reasons; what the owners are
+    told (alert file, incident log, sensor log) and the check's examples carry none of them."""
+    lines = GOOD.read_text().splitlines()
+    n = len(lines) // 10  # a tenth of the file's lines: above its 5% limit, so the delivery is held
+    planted = [f"planted.person{i}#nowhere" for i in range(1, n + 1)] + [f"XPLANTED{i}" for i in range(1, n + 1)]
+    for i in range(1, n + 1):
+        cells = lines[i].split('","')
+        cells[2], cells[3] = f"XPLANTED{i}", f"planted.person{i}#nowhere"
+        lines[i] = '","'.join(cells)
+    platform = PlatformResource(environment="local", home=str(home))
+    held = ingest(home, "finance__expense_reports", ("\n".join(lines) + "\n").encode(), name=GOOD.name,
+                  instance=instance)
+    assert not held.success
+    [contract] = [c for c in held.result.get_asset_check_evaluations() if c.check_name == "contract"]
+    assert not contract.passed and contract.metadata["rows_quarantined"].value >= n
+    with caplog.at_level("DEBUG"):
+        sensor = _sensor()
+        result = sensor(dg.build_sensor_context(instance=instance, resources={"platform": platform}))
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
+    [alert] = _lines(home)
+    assert "violated" in alert["body"] and "employee_email" in alert["body"]
+    log = [str(r.asset_observation.metadata) for r in instance.fetch_observations(
+        dg.AssetKey(["operations", "platform", "operations_incidents"]), limit=10).records]
+    assert len(log) == 1
+    told = [(home / "alerts" / "alerts.jsonl").read_text(), *log, caplog.text,
+            str({k: v.value for k, v in contract.metadata.items()}), contract.description or ""]
+    leaked = {value for value in planted for text in told if value in text}
+    assert leaked == set(), leaked
+    # The values themselves are where a steward may look: the restricted quarantine zone.
+    assert query(home, "select count(*) from quarantine_finance.expense_reports where employee_email like "
+                       "'planted.person%'")[0][0] == n
