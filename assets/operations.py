@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from assets.policies import RETRY
 from checks.freshness import DATA_FRESHNESS_CHECK
 from checks.staging import CONTRACT_CHECK
 from core.names import asset_path
@@ -101,7 +102,7 @@ def day_statistics(instance: dg.DagsterInstance, zone: InsightZone, day: str) ->
 def _deliveries_asset(zone: InsightZone) -> dg.AssetsDefinition:
     # It reads the event log, not the staging tables: no deps, so the lineage graph stays the data's.
     @dg.asset(key=deliveries_key(zone.name), partitions_def=DAYS, group_name=zone.name,
-              owners=list(zone.spec.owners), kinds={"dagster"},
+              owners=list(zone.spec.owners), kinds={"dagster"}, retry_policy=RETRY,
               description=f"The {zone.name} zone's deliveries per day (UTC): files staged, held and rejected, "
                           "rows staged and quarantined, incidents opened and resolved. See the Plots tab.")
     def deliveries(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
