@@ -40,7 +40,7 @@ def incident_observation(alert: dict) -> dg.AssetObservation:
     return dg.AssetObservation(asset_key=INCIDENTS_KEY, metadata={
         "alert": alert["kind"], "severity": alert["severity"], "title": alert["title"], "insight_zone": zone,
         "asset": alert["asset"], "check": alert["check"], "source_file": alert["source_file"] or "-",
-        "incident": alert["incident"], "alert_id": alert["id"], "body": dg.MetadataValue.md(alert["body"]),
+        "incident": alert["incident"], "alert_id": alert["id"], "body": alert["body"],  # plain text: rules keep their backslashes
         "run": dg.MetadataValue.url(alert["run_url"]) if alert["run_url"] else "-",
         "raised_at": datetime.fromtimestamp(alert["at"], UTC).isoformat(timespec="seconds"),
     })
@@ -48,7 +48,8 @@ def incident_observation(alert: dict) -> dg.AssetObservation:
 
 def _evaluations(instance: dg.DagsterInstance, key: dg.AssetCheckKey, start: float, end: float
                  ) -> Iterable[tuple[str, bool, dict]]:
-    """(partition, passed, metadata) of the check's executions created in [start, end), newest first."""
+    """(partition, passed or only warned, metadata) of the check's executions created in [start, end),
+    newest first."""
     cursor = None
     while True:
         page = instance.event_log_storage.get_asset_check_execution_history(key, limit=PAGE, cursor=cursor)
@@ -59,8 +60,9 @@ def _evaluations(instance: dg.DagsterInstance, key: dg.AssetCheckKey, start: flo
                 return
             ev = rec.event.dagster_event.event_specific_data if rec.event and rec.event.dagster_event else None
             if isinstance(ev, dg.AssetCheckEvaluation) and rec.partition:
-                blocking = ev.passed or ev.severity == dg.AssetCheckSeverity.ERROR
-                yield rec.partition, ev.passed or not blocking, {k: v.value for k, v in ev.metadata.items()}
+                # Only a failure at ERROR severity holds a delivery; a warning lets it through.
+                held = not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR
+                yield rec.partition, not held, {k: v.value for k, v in ev.metadata.items()}
         if len(page) < PAGE:
             return
         cursor = page[-1].id
