@@ -40,7 +40,8 @@ def incident_observation(alert: dict) -> dg.AssetObservation:
     return dg.AssetObservation(asset_key=INCIDENTS_KEY, metadata={
         "alert": alert["kind"], "severity": alert["severity"], "title": alert["title"], "insight_zone": zone,
         "asset": alert["asset"], "check": alert["check"], "source_file": alert["source_file"] or "-",
-        "incident": alert["incident"], "alert_id": alert["id"], "body": alert["body"],  # plain text: rules keep their backslashes
+        # The body as plain text, not markdown: rules keep their backslashes and angle brackets.
+        "incident": alert["incident"], "alert_id": alert["id"], "body": alert["body"],
         "run": dg.MetadataValue.url(alert["run_url"]) if alert["run_url"] else "-",
         "raised_at": datetime.fromtimestamp(alert["at"], UTC).isoformat(timespec="seconds"),
     })
