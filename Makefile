@@ -35,7 +35,7 @@ $(CHROMIUM):
 test: $(VENV)/.installed $(CHROMIUM)
 	$(PY) -m ruff check .
 	$(PY) -m cli dbt-parse
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
 	$(PY) -m cli dbt-parse

@@ -34,7 +34,7 @@ defs = dg.Definitions(
             "modelled_zones_automation",
             target=dg.AssetSelection.assets(*modelled),
             default_status=dg.DefaultSensorStatus.RUNNING,
-            minimum_interval_seconds=5,
+            minimum_interval_seconds=10,
         ),
     ],
     resources={"platform": PlatformResource()},

@@ -7,20 +7,6 @@ import pytest
 
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
-# `make test` runs the suite on two pytest-xdist workers (--dist loadgroup). The tests that start a
-# real `dagster dev` mostly wait (sensor intervals, run queues, polling), so they run one after
-# the other on one worker, first, while the other worker takes every other module whole (a
-# module's fixtures, such as test_modelled_zones' built lake, are then built once).
-DAGSTER_DEV_FILES = ("test_e2e_automation.py", "test_e2e_aws_stand_in.py", "test_e2e_dagster_dev.py",
-                     "test_faults.py")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("dagster_dev" if name in DAGSTER_DEV_FILES else name))
-    items.sort(key=lambda item: item.path.name not in DAGSTER_DEV_FILES)  # stable: file order kept within
-
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:

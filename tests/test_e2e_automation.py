@@ -161,7 +161,7 @@ def test_published_partitions_flow_to_serving_and_failed_ones_do_not(dev: Dagste
     drop_file(ingress / "yellow_trips", LEGACY.name, LEGACY)
     wait_until(lambda: not (ingress / "taxi_zones" / "taxi_zone_lookup_v2.csv").exists(), timeout_s=120,
                interval_s=1, what="the bad file landed")
-    time.sleep(25)  # several automation ticks (5 s) after the failed partition was staged
+    time.sleep(30)  # several automation ticks (10 s) after the failed partition was staged
     assert len(automation_runs(dev)) == settled, automation_runs(dev)[: len(automation_runs(dev)) - settled]
     rejected = wait_until(lambda: [r for r in dev.runs() if r["tags"].get("platform/source_file") == LEGACY.name
                                    and r["status"] in TERMINAL], timeout_s=120, what="the 2009 file's run")
