@@ -189,10 +189,10 @@ def test_published_partitions_flow_to_serving_and_failed_ones_do_not(dev: Dagste
         text = ui.open("/assets/serving/mobility/serving_daily_trips_by_borough", "column_lineage_table")
         assert "analytics/mobility/analytics_daily_trips_by_borough.total_revenue" in text, text[:3000]
         ui.shot("served table with its column lineage")
-        # The incident log has the held zones file's alert; today's numbers count it.
+        # The incident log lists every alert; the page opens on the newest, the 2009 file's rejection.
         text = ui.open("/assets/operations/platform/operations_incidents?view=events",
-                       "contract failed on staging/mobility/staging_taxi_zones")
-        assert "taxi_zone_lookup_v2.csv" in text, text[:3000]
+                       "contract failed on staging/mobility/staging_yellow_trips")
+        assert "yellow_tripdata_2009-01_sample.csv" in text, text[:3000]
         today = datetime.now(UTC).strftime("%Y-%m-%d")
         counted = dev.launch_partition("operations__daily", today)
         wait_until(lambda: next(r for r in dev.runs() if r["runId"] == counted)["status"] in TERMINAL,
