@@ -202,7 +202,7 @@ def build_alerting_sensor(zones: Sequence[InsightZone]) -> dg.SensorDefinition:
         channels = platform.alert_channels()
         by_name = {c.name: c for c in channels}
         for a in new:
-            zone = a.asset.split("/")[1] if a.asset.count("/") else ""
+            zone = a.insight_zone
             targets, missing = route(a, routes.get(zone, []), list(by_name))
             if missing:
                 context.log.warning(f"alert {a.id}: the {zone} zone routes {a.severity} alerts to "
@@ -236,6 +236,6 @@ def build_alerting_sensor(zones: Sequence[InsightZone]) -> dg.SensorDefinition:
                                 f"({', '.join(sorted(failing))}); {len(left)} deliveries pending")
         # The incident log (operations/platform/operations_incidents): one observation per alert raised.
         return dg.SensorResult(cursor=json.dumps({"open": open_incidents, "pending": left}, sort_keys=True),
-                               asset_events=[incident_observation(json.loads(a.to_json())) for a in new])
+                               asset_events=[incident_observation(a) for a in new])
 
     return alerts

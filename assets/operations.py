@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from assets.policies import RETRY
+from checks.alerting import Alert
 from checks.freshness import DATA_FRESHNESS_CHECK
 from checks.staging import CONTRACT_CHECK
 from core.names import asset_path
@@ -34,16 +35,15 @@ def deliveries_key(zone: str) -> dg.AssetKey:
     return dg.AssetKey(asset_path(OPERATIONS, zone, f"{zone}_deliveries"))
 
 
-def incident_observation(alert: dict) -> dg.AssetObservation:
+def incident_observation(alert: Alert) -> dg.AssetObservation:
     """One alert as an entry of the incident log (its body has counts and rules, never values)."""
-    zone = alert["asset"].split("/")[1] if alert["asset"].count("/") else ""
     return dg.AssetObservation(asset_key=INCIDENTS_KEY, metadata={
-        "alert": alert["kind"], "severity": alert["severity"], "title": alert["title"], "insight_zone": zone,
-        "asset": alert["asset"], "check": alert["check"], "source_file": alert["source_file"] or "-",
+        "alert": alert.kind, "severity": alert.severity, "title": alert.title, "insight_zone": alert.insight_zone,
+        "asset": alert.asset, "check": alert.check, "source_file": alert.source_file or "-",
         # The body as plain text, not markdown: rules keep their backslashes and angle brackets.
-        "incident": alert["incident"], "alert_id": alert["id"], "body": alert["body"],
-        "run": dg.MetadataValue.url(alert["run_url"]) if alert["run_url"] else "-",
-        "raised_at": datetime.fromtimestamp(alert["at"], UTC).isoformat(timespec="seconds"),
+        "incident": alert.incident, "alert_id": alert.id, "body": alert.body,
+        "run": dg.MetadataValue.url(alert.run_url) if alert.run_url else "-",
+        "raised_at": datetime.fromtimestamp(alert.at, UTC).isoformat(timespec="seconds"),
     })
 
 

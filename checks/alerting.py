@@ -78,6 +78,11 @@ class Alert:
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
+    @property
+    def insight_zone(self) -> str:
+        """The zone whose owners and routes the alert goes to ('' for platform-wide ones)."""
+        return self.asset.split("/")[1] if self.asset.count("/") else ""
+
 
 def _what_failed(o: CheckOutcome) -> str:
     """Counts and rules, never values (a row's values could be PII; examples are not copied)."""
