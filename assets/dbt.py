@@ -18,6 +18,7 @@ from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+from pydantic import Field
 
 from assets.policies import RETRY, WAREHOUSE_POOL, failure, platform_errors
 from checks.freshness import derived_policy, freshness_policy
@@ -131,11 +132,11 @@ class PlatformDbtTranslator(DagsterDbtTranslator):
 
 
 def _relations(manifest: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
-    """Model name → (schema, table), for models materialised as tables."""
+    """Model name → (schema, table), for models materialised as tables (incremental ones included)."""
     return {
         n["name"]: (n["schema"], n.get("alias") or n["name"])
         for n in manifest["nodes"].values()
-        if n["resource_type"] == "model" and n["config"].get("materialized") == "table"
+        if n["resource_type"] == "model" and n["config"].get("materialized") in ("table", "incremental")
     }
 
 
@@ -219,6 +220,15 @@ def prune_runs(runs: Path, keep: int) -> list[Path]:
     return folders[keep:]
 
 
+class DbtBuildConfig(dg.Config):
+    """Launch option of the modelled zones (the Launchpad's config)."""
+
+    full_refresh: bool = Field(
+        default=False,
+        description="Rebuild the incremental models from all of staging (dbt --full-refresh) instead of only "
+                    "what changed since their last build. Gives the same rows; use it after changing a model.")
+
+
 def build_dbt_assets() -> dg.AssetsDefinition:
     # The manifest comes from `python -m cli dbt-parse` (make run and make test run it first), not
     # from dagster-dbt's prepare_if_dev, which looks for `dbt` on PATH and fails outside an
@@ -235,7 +245,8 @@ def build_dbt_assets() -> dg.AssetsDefinition:
 
     @dbt_assets(manifest=manifest, project=project, dagster_dbt_translator=translator, name="dbt_models",
                 pool=WAREHOUSE_POOL, retry_policy=RETRY)
-    def dbt_models(context: dg.AssetExecutionContext, platform: PlatformResource) -> Iterator[Any]:
+    def dbt_models(context: dg.AssetExecutionContext, platform: PlatformResource,
+                   config: DbtBuildConfig) -> Iterator[Any]:
         with platform_errors("building the modelled zones"):
             warehouse = platform.warehouse()
             catalog = platform.catalog()
@@ -262,7 +273,9 @@ def build_dbt_assets() -> dg.AssetsDefinition:
         # indirect selection: when automation builds a subset, run only the tests whose every parent
         # is being built (a relationships test must not run against a model that is not there yet).
         with platform.environment_variables(DBT_INDIRECT_SELECTION="cautious", **dbt_env):
-            invocation = dbt.cli(["build", *exclude], context=context, raise_on_error=False, target_path=run_dir)
+            refresh = ["--full-refresh"] if config.full_refresh else []
+            invocation = dbt.cli(["build", *refresh, *exclude], context=context, raise_on_error=False,
+                                 target_path=run_dir)
             events = list(invocation.stream())
         keys = context.assets_def.keys_by_output_name
         model_of = {e.output_name: name_in_path(keys[e.output_name].path) for e in events if isinstance(e, dg.Output)}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from core.names import SOURCE_FILE, SOURCE_LINE, asset_path, schema_name
+from core.names import PARTITION_KEY, SOURCE_FILE, SOURCE_LINE, asset_path, schema_name
 from core.paths import DBT_DIR
 from core.types import parse_type
 from core.zones import InsightZone, load_zones
@@ -46,6 +46,8 @@ def render_sources(zones: tuple[InsightZone, ...] | None = None) -> str:
             cols += [
                 {"name": SOURCE_FILE, "description": "delivered file the row came from", "data_type": "text"},
                 {"name": SOURCE_LINE, "description": "line of the row in that file", "data_type": "bigint"},
+                {"name": PARTITION_KEY, "description": "the delivery (landing partition key) the row belongs to",
+                 "data_type": "text"},
             ]
             tables.append({
                 "name": ds.name,

@@ -34,9 +34,13 @@ MODELLED_ZONES = ("ods", "analytics")
 
 # System columns of every staging table: the delivered file and the line each row came from.
 SOURCE_FILE, SOURCE_LINE = "_source_file", "_source_line"
+# The delivery (partition key) a staged row belongs to, as every staging table exposes it: the
+# local catalog's views derive it from the file's path, Glue has it as the partition column, the
+# Redshift warehouse stores it. Incremental models key on it (what a delivery added or took away).
+PARTITION_KEY = "_partition_key"
 # Quarantine's extra columns: what failed, why, and the raw text of a record that could not be split.
 Q_COLUMNS, Q_RULES, Q_ERRORS, Q_RAW = "_failed_columns", "_failed_rules", "_errors", "_raw_record"
-SYSTEM_COLUMNS = (SOURCE_FILE, SOURCE_LINE, Q_COLUMNS, Q_RULES, Q_ERRORS, Q_RAW)
+SYSTEM_COLUMNS = (SOURCE_FILE, SOURCE_LINE, PARTITION_KEY, Q_COLUMNS, Q_RULES, Q_ERRORS, Q_RAW)
 
 HASH_CHARS = 16  # 64 bits of sha256 in a partition key
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

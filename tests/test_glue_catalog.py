@@ -118,7 +118,7 @@ def test_first_publish_creates_tables_with_columns_serde_and_locations(catalog: 
     assert [(c["Name"], c["Type"]) for c in sd["Columns"]] == [
         ("trip_id", "bigint"), ("amount", "decimal(12,2)"), ("vendor", "string"), ("n", "int"), ("flag", "boolean"),
         ("day", "date"), ("at", "timestamp"), ("_source_file", "string"), ("_source_line", "bigint")]
-    assert [(c["Name"], c["Type"]) for c in t["PartitionKeys"]] == [("_partition", "string")]
+    assert [(c["Name"], c["Type"]) for c in t["PartitionKeys"]] == [("_partition_key", "string")]
     assert sd["SerdeInfo"]["SerializationLibrary"] == "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
     assert (sd["InputFormat"], sd["OutputFormat"]) == (INPUT_FORMAT, OUTPUT_FORMAT)
     assert sd["Location"] == "s3://lake/staging/mobility/trips/" == dataset_folder(v.staging_uri, "mobility", "trips")

@@ -297,3 +297,30 @@ def test_a_user_holding_the_warehouse_is_a_transient_failure_naming_the_file(
         message, err = message + err.message, err.cause
     assert f"the warehouse {short_home / 'warehouse.duckdb'} is locked by process {os.getpid()}" in message, message
     assert "Close that DuckDB session" in message
+
+
+def test_the_full_refresh_launch_option_rebuilds_the_incremental_models(flowed: Flowed) -> None:
+    """``full_refresh`` (the Launchpad's config of dbt_models) passes ``--full-refresh`` to dbt: the
+    incremental models are rebuilt from all of staging, with the same rows."""
+    import duckdb
+
+    import assets.dbt
+
+    dbt_models = assets.dbt.build_dbt_assets()
+    resources = {"platform": PlatformResource(environment="local", home=str(flowed.home))}
+    runs = {}
+    with dg.instance_for_test() as instance:
+        for refresh in (False, True):
+            result = dg.materialize([dbt_models], instance=instance, raise_on_error=False, resources=resources,
+                                    selection=dg.AssetSelection.groups("mobility"),
+                                    run_config={"ops": {"dbt_models": {"config": {"full_refresh": refresh}}}})
+            assert result.success
+            run_results = json.loads((flowed.home / "dbt" / "runs" / result.run_id / "run_results.json").read_text())
+            runs[refresh] = run_results["args"].get("full_refresh", False)
+            con = duckdb.connect(str(flowed.home / "warehouse.duckdb"), read_only=True)
+            try:
+                count = con.execute("select count(*) from ods_mobility.trips").fetchone()[0]
+            finally:
+                con.close()
+            assert count == flowed.mats["ods/mobility/ods_trips"]["dagster/row_count"].value
+    assert runs == {False: False, True: True}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from core.names import quote_ident, quote_literal, schema_name, split_partition_key
+from core.names import HASH_CHARS, PARTITION_KEY, quote_ident, quote_literal, schema_name, split_partition_key
 from resources.catalog.base import Catalog, PartitionRecord, PartitionVersion, PublishOutcome, resolve_states
 from resources.duckdb_files import connect
 
@@ -35,8 +35,17 @@ CREATE TABLE IF NOT EXISTS {_TABLE} (
 )"""
 
 
+_FILE = "_platform_file"  # read_parquet's file-name column, never shown: only its partition key is
+
+
 def view_sql(uris: list[str]) -> str:
-    return f"SELECT * FROM read_parquet([{', '.join(quote_literal(u) for u in uris)}], union_by_name = true)"
+    """The rows of exactly these staged files, with the delivery each row belongs to: the partition
+    key (``<file>@<16 hex>``, the only part of a staged file's path with an ``@``: see
+    ``core.names.partition_key`` and ``assets.ingest.partition_parts``), as Glue's partition column
+    holds it for the same layout."""
+    files = ", ".join(quote_literal(u) for u in uris)
+    return (f"SELECT * EXCLUDE ({_FILE}), regexp_extract({_FILE}, '[^/]+@[0-9a-f]{{{HASH_CHARS}}}') AS {PARTITION_KEY} "
+            f"FROM read_parquet([{files}], union_by_name = true, filename = '{_FILE}')")
 
 
 class DuckDBCatalog(Catalog):

@@ -4,7 +4,7 @@ Layout (``P`` is the environment's database prefix):
 
 - databases ``Pstaging_<insight_zone>`` and ``Pquarantine_<insight_zone>``, one ``EXTERNAL_TABLE``
   per dataset in each, Parquet SerDe, columns typed from the Parquet schema of the staged
-  (quarantined) file (``core.types.glue_type``), partitioned by the string column ``_partition``
+  (quarantined) file (``core.types.glue_type``), partitioned by the string column ``_partition_key``
   (the partition key). The table's location is the dataset's folder; a Glue partition's location
   is the folder holding exactly one staged (quarantined) file of that version. The staging table
   shows exactly the ``published`` partitions, the quarantine table the ``published`` and ``held``
@@ -53,12 +53,12 @@ from typing import Any
 import pyarrow as pa
 
 from core.errors import PlatformError, ResourceUnavailable, TerminalError
-from core.names import check_ident, schema_name
+from core.names import PARTITION_KEY, check_ident, schema_name
 from core.types import glue_type
 from resources.aws import AwsSession, translate
 from resources.catalog.base import Catalog, PartitionRecord, PartitionVersion, PublishOutcome, State, resolve_states
 
-PARTITION_COLUMN = "_partition"
+PARTITION_COLUMN = PARTITION_KEY
 RECORD_KEY = "partition_key"
 CREATE_BATCH = 100  # BatchCreatePartition: at most 100 PartitionInputList entries
 DELETE_BATCH = 25  # BatchDeletePartition: at most 25 PartitionsToDelete

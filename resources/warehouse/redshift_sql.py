@@ -24,13 +24,12 @@ import re
 from collections.abc import Mapping
 
 from core.errors import ConfigError, InvalidName
-from core.names import NAME, ROLE_ARN, S3_BUCKET, SOURCE_FILE, SOURCE_LINE, check_ident, quote_ident, schema_name
+from core.names import NAME, PARTITION_KEY, ROLE_ARN, S3_BUCKET, SOURCE_FILE, SOURCE_LINE, check_ident, quote_ident, schema_name
 from core.types import ContractType, parse_type
 
 Statement = tuple[str, tuple[object, ...]]
 Columns = Mapping[str, "ContractType | str"]
 
-PARTITION_KEY = "_partition_key"
 LOADS_TABLE = "_platform_loads"  # one per staging schema: which version of which partition is loaded
 SYSTEM_COLUMN_TYPES = {SOURCE_FILE: "varchar(1024)", SOURCE_LINE: "bigint"}
 PARTITION_KEY_TYPE = "varchar(256)"

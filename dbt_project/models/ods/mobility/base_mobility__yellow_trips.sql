@@ -29,7 +29,8 @@ renamed as (
         congestion_surcharge as congestion_surcharge_amount,
         airport_fee as airport_fee_amount,
         _source_file as source_file,
-        _source_line as source_line
+        _source_line as source_line,
+        _partition_key as source_partition
 
     from source
 

@@ -1,3 +1,17 @@
+{#- Incremental by pickup date. A build recomputes exactly the pickup dates a change touched:
+    the dates of the deliveries published since the last build, those of the deliveries that left
+    staging since then (superseded by a re-delivery), and every date when the zone lookup was
+    rebuilt after this table. A trip's occurrences share its pickup time, so de-duplicating within
+    those dates is de-duplicating across the lake; the result is the full refresh's, row for row.
+    A date whose every delivery left staging has nothing to insert: the post-hook removes it. -#}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='pickup_date',
+    on_schema_change='fail',
+    post_hook="delete from {{ this }} where source_partition not in (select distinct source_partition from {{ ref('base_mobility__yellow_trips') }})",
+) }}
+
 {%- set natural_key = [
     'vendor_id',
     'pickup_at',
@@ -32,13 +46,59 @@ zones as (
 
 ),
 
+{% if is_incremental() %}
+
+built as (
+
+    select distinct source_partition from {{ this }}
+
+),
+
+published as (
+
+    select distinct source_partition from yellow_trips
+
+),
+
+changed_dates as (
+
+    select distinct cast(pickup_at as date) as pickup_date
+    from yellow_trips
+    where source_partition not in (select source_partition from built)
+
+    union
+
+    select distinct pickup_date
+    from {{ this }}
+    where source_partition not in (select source_partition from published)
+        or (select max(modelled_at) from zones) > (select max(modelled_at) from {{ this }})
+
+),
+
+scoped as (
+
+    select * from yellow_trips
+    where cast(pickup_at as date) in (select pickup_date from changed_dates)
+
+),
+
+{% else %}
+
+scoped as (
+
+    select * from yellow_trips
+
+),
+
+{% endif %}
+
 keyed as (
 
     select
         {{ surrogate_key(natural_key) }} as trip_id,
-        yellow_trips.*
+        scoped.*
 
-    from yellow_trips
+    from scoped
 
 ),
 
@@ -52,7 +112,7 @@ deduplicated as (
             keyed.*,
             row_number() over (
                 partition by trip_id
-                order by source_file, source_line
+                order by source_file, source_line, source_partition
             ) as occurrence
         from keyed
     ) as ranked
@@ -89,7 +149,9 @@ final as (
         cast(deduplicated.{{ column }} as numeric(12,2)) as {{ column }},
         {%- endfor %}
         deduplicated.source_file,
-        deduplicated.source_line
+        deduplicated.source_line,
+        deduplicated.source_partition,
+        cast({{ dbt.current_timestamp() }} as timestamp) as modelled_at
 
     from deduplicated
     left join zones as pickup_zone
