@@ -207,6 +207,20 @@ def _blocked_message(manifest: Mapping[str, Any], model_keys: Mapping[str, dg.As
 
 
 KEPT_DBT_RUNS = 20
+PARTIAL_PARSE = "partial_parse.msgpack"
+
+
+def keep_parse_state(produced: Path, kept: Path) -> None:
+    """Keep dbt's parse state for the next run (each run has a target folder of its own): dbt then
+    re-parses only what changed, which saves most of its start (about 5 s of 9 on 2 cores). dbt
+    checks the state itself (version, project files, profile, vars) and parses in full when it
+    does not match, so a stale copy costs time, never correctness."""
+    import shutil
+
+    if produced.exists():
+        tmp = kept.with_suffix(".tmp")
+        shutil.copyfile(produced, tmp)
+        tmp.replace(kept)
 
 
 def prune_runs(runs: Path, keep: int) -> list[Path]:
@@ -272,11 +286,15 @@ def build_dbt_assets() -> dg.AssetsDefinition:
         # dbt's profile reads PLATFORM_ENV / PLATFORM_HOME and what the warehouse adds. Cautious
         # indirect selection: when automation builds a subset, run only the tests whose every parent
         # is being built (a relationships test must not run against a model that is not there yet).
+        parse_state = run_dir.parent / PARTIAL_PARSE
+        if parse_state.exists():
+            dbt_env["DBT_PARTIAL_PARSE_FILE_PATH"] = str(parse_state)
         with platform.environment_variables(DBT_INDIRECT_SELECTION="cautious", **dbt_env):
             refresh = ["--full-refresh"] if config.full_refresh else []
             invocation = dbt.cli(["build", *refresh, *exclude], context=context, raise_on_error=False,
                                  target_path=run_dir)
             events = list(invocation.stream())
+        keep_parse_state(run_dir / PARTIAL_PARSE, parse_state)
         keys = context.assets_def.keys_by_output_name
         model_of = {e.output_name: name_in_path(keys[e.output_name].path) for e in events if isinstance(e, dg.Output)}
         relations = _relations(invocation.manifest)

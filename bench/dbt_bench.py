@@ -211,16 +211,22 @@ def _parse_gnu_time(text: str) -> dict[str, Any]:
     return out
 
 
-def run_dbt(home: Path, label: str, select: str | None = None) -> dict[str, Any]:
-    """One ``dbt build`` process; wall time, peak memory, run_results and manifest."""
+def run_dbt(home: Path, label: str, select: str | None = None, extra: tuple[str, ...] = (),
+            parse_state: Path | None = None) -> dict[str, Any]:
+    """One ``dbt build`` process (``extra``: more arguments); wall time, peak memory, run_results
+    and manifest. ``parse_state``: dbt's partial parse state, read when it exists and kept after
+    the build, as the platform's dbt asset does (assets.dbt.keep_parse_state)."""
     work = home / "dbt" / label
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PLATFORM_HOME": str(home), "PLATFORM_ENV": "local",
            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    if parse_state is not None and parse_state.exists():
+        env["DBT_PARTIAL_PARSE_FILE_PATH"] = str(parse_state)
     cmd = [str(DBT), "build", "--project-dir", str(PROJECT), "--profiles-dir", str(PROJECT), "--target", "local",
            "--target-path", str(work / "target"), "--log-path", str(work / "logs")]
     if select:
-        cmd += ["--select", select]
+        cmd += ["--select", *select.split()]
+    cmd += list(extra)
     time_file = work / "time.txt"
     use_gnu_time = GNU_TIME.exists()
     if use_gnu_time:
@@ -231,6 +237,10 @@ def run_dbt(home: Path, label: str, select: str | None = None) -> dict[str, Any]
     returncode, hwm = _run_watched(cmd, env, work / "output.txt", watch=not use_gnu_time)
     seconds = time.perf_counter() - t0
     print(f"  {seconds:.1f} s, exit code {returncode}", file=sys.stderr, flush=True)
+    if parse_state is not None:
+        from assets.dbt import PARTIAL_PARSE, keep_parse_state
+
+        keep_parse_state(work / "target" / PARTIAL_PARSE, parse_state)
     output = (work / "output.txt").read_text(errors="replace")
     figures: dict[str, Any] = {"label": label, "select": select, "seconds": seconds, "returncode": returncode}
     if use_gnu_time and time_file.exists():

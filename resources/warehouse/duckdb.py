@@ -35,7 +35,10 @@ class DuckDBWarehouse(Warehouse):
         return f"DuckDBWarehouse({str(self.path)!r})"
 
     def dbt_environment(self, run_dir: Path) -> dict[str, str]:
-        snapshot = self.catalog.snapshot(run_dir / "catalog_snapshot.duckdb")
+        # One path for every run (beside the run folders): dbt's profile attaches it, and a profile
+        # that stays the same lets dbt parse partially (seconds per run). The warehouse pool runs
+        # one dbt at a time, so no run replaces the snapshot another is reading.
+        snapshot = self.catalog.snapshot(run_dir.parent / "catalog_snapshot.duckdb")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return {"PLATFORM_WAREHOUSE_PATH": str(self.path), "PLATFORM_CATALOG_SNAPSHOT": str(snapshot)}
 
