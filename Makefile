@@ -43,6 +43,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/sensor_bench.py
 	$(PY) bench/s3_sensor_bench.py
 	$(PY) bench/dbt_bench.py
+	$(PY) bench/incremental_bench.py
 	$(PY) bench/serving_bench.py
 
 freeze: $(VENV)/.installed

@@ -19,7 +19,16 @@ import dagster as dg
 
 from assets.ingest import DatasetDefs, LandingConfig, keys, landing_parts
 from assets.policies import RETRY, platform_errors
-from core.arrival import SET_ASIDE_DIR, STALE_TEMPORARY_S, Cursor, FileEntry, SetAside, is_temporary, plan_tick
+from core.arrival import (
+    SET_ASIDE_DIR,
+    STALE_TEMPORARY_S,
+    Cursor,
+    FileEntry,
+    SetAside,
+    TickPlan,
+    is_temporary,
+    plan_tick,
+)
 from core.names import asset_path
 from core.zones import Dataset
 from resources.platform import PlatformResource
@@ -95,6 +104,45 @@ def _aside_request(source: str, entries: list[tuple[tuple[str, ...], SetAside, s
     )
 
 
+def _plan(context: dg.SensorEvaluationContext, defs: DatasetDefs, platform: PlatformResource,
+          listing: list[FileEntry], cursor: Cursor, *, settle_seconds: float) -> TickPlan:
+    """What to do with ``listing`` (files of the dataset's ingress folder): the one decision both
+    the listing and the event sensor take (``core.arrival.plan_tick``)."""
+    ds = defs.dataset
+    ingress, landing = platform.ingress(), platform.lake().zone("landing")
+    folder = (ds.insight_zone, ds.name)
+    return plan_tick(
+        listing, cursor, now_ns=time.time_ns(), settle_seconds=settle_seconds,
+        max_files=platform.env().sensors.max_files_per_tick, pattern=ds.spec.source.pattern,
+        known_keys=context.instance.get_dynamic_partitions(defs.partitions.name),
+        hash_file=lambda f: ingress.sha256(*folder, f.name),
+        landed=lambda key: landing.exists(*landing_parts(ds, key)),
+    )
+
+
+def _requests(defs: DatasetDefs, plan: TickPlan, source: str) -> tuple[list[dg.RunRequest], list]:
+    """One ingest run per new file (keyed by its content: the same file is never run twice, by
+    either sensor), a set-aside run for the rest; and the partitions to add."""
+    ds = defs.dataset
+    where = f"ingress/{ds.insight_zone}/{ds.name}"
+    runs = [
+        dg.RunRequest(
+            job_name=defs.job.name,  # type: ignore[attr-defined]
+            run_key=f"{ds.id}:{r.sha256}",
+            partition_key=r.partition_key,
+            run_config=dg.RunConfig(ops={"__".join(keys(ds)[0].path): LandingConfig(
+                ingress_file=r.file.name, delivered_at_ns=r.file.mtime_ns)}),
+            tags={"platform/source_file": r.file.name, "platform/sha256": r.sha256, "platform/dataset": ds.label,
+                  "platform/announced_by": source},
+        )
+        for r in plan.requests
+    ]
+    if plan.set_aside:
+        runs.append(_aside_request(ds.id, [((ds.insight_zone, ds.name), s, ds.label) for s in plan.set_aside], where))
+    adds = [defs.partitions.build_add_request([r.partition_key for r in plan.requests])] if plan.requests else []
+    return runs, adds
+
+
 def build_sensor(defs: DatasetDefs) -> dg.SensorDefinition:
     ds = defs.dataset
     where = f"ingress/{ds.insight_zone}/{ds.name}"
@@ -104,49 +152,86 @@ def build_sensor(defs: DatasetDefs) -> dg.SensorDefinition:
         jobs=[defs.job, set_aside_job],  # type: ignore[list-item]
         minimum_interval_seconds=SENSOR_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Starts one ingest run per new file in {where}/; sets aside files it will not process.",
+        description=f"Starts one ingest run per new file in {where}/; sets aside files it will not process. "
+                    "Where the environment has ingress events, it lists only every sensors.sweep_seconds "
+                    "(ingress__events announces files in between).",
     )
     def ingress_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
+        cursor = Cursor.load(context.cursor)
         with platform_errors(f"listing {where}"):
             env = platform.env()
-            ingress = platform.ingress()
-            landing = platform.lake().zone("landing")
-            folder = (ds.insight_zone, ds.name)
-            plan = plan_tick(
-                [FileEntry("/".join(f.parts), f.name, f.size, f.mtime_ns, f.etag) for f in ingress.list(*folder)],
-                Cursor.load(context.cursor),
-                now_ns=time.time_ns(),
-                settle_seconds=env.sensors.settle_seconds,
-                max_files=env.sensors.max_files_per_tick,
-                pattern=ds.spec.source.pattern,
-                known_keys=context.instance.get_dynamic_partitions(defs.partitions.name),
-                hash_file=lambda f: ingress.sha256(*folder, f.name),
-                landed=lambda key: landing.exists(*landing_parts(ds, key)),
-            )
+            now = time.time_ns()
+            if env.ingress.events is not None and now - cursor.swept_at_ns < env.sensors.sweep_seconds * 1e9:
+                due_s = (cursor.swept_at_ns + env.sensors.sweep_seconds * 1e9 - now) / 1e9
+                return dg.SkipReason(f"ingress events announce new files in {where}; the next sweep (listing) "
+                                     f"is due in {due_s:.0f} s")
+            listing = [FileEntry("/".join(f.parts), f.name, f.size, f.mtime_ns, f.etag)
+                       for f in platform.ingress().list(ds.insight_zone, ds.name)]
+            plan = _plan(context, defs, platform, listing, cursor, settle_seconds=env.sensors.settle_seconds)
         for line in plan.log_lines(where):
             context.log.info(line)
-        runs = [
-            dg.RunRequest(
-                job_name=defs.job.name,  # type: ignore[attr-defined]
-                run_key=f"{ds.id}:{r.sha256}",
-                partition_key=r.partition_key,
-                run_config=dg.RunConfig(ops={"__".join(keys(ds)[0].path): LandingConfig(
-                    ingress_file=r.file.name, delivered_at_ns=r.file.mtime_ns)}),
-                tags={"platform/source_file": r.file.name, "platform/sha256": r.sha256, "platform/dataset": ds.label},
-            )
-            for r in plan.requests
-        ]
-        if plan.set_aside:
-            runs.append(_aside_request(ds.id, [(folder, s, ds.label) for s in plan.set_aside], where))
-        return dg.SensorResult(
-            run_requests=runs,
-            dynamic_partitions_requests=[
-                defs.partitions.build_add_request([r.partition_key for r in plan.requests])
-            ] if plan.requests else [],
-            cursor=plan.cursor.dump(),
-        )
+        runs, adds = _requests(defs, plan, "listing")
+        if env.ingress.events is not None and plan.requests:
+            context.log.warning(f"the sweep found {len(plan.requests)} file(s) in {where} no event announced "
+                                "(a notification lost or late): requested now")
+        plan.cursor.swept_at_ns = now
+        return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=adds, cursor=plan.cursor.dump())
 
     return ingress_sensor
+
+
+EVENTS_INTERVAL_S = 2
+EVENTS_PER_TICK = 500
+
+
+def build_events_sensor(all_defs: list[DatasetDefs]) -> dg.SensorDefinition:
+    by_folder = {(d.dataset.insight_zone, d.dataset.name): d for d in all_defs}
+
+    @dg.sensor(
+        name="ingress__events",
+        jobs=[*(d.job for d in all_defs), set_aside_job],  # type: ignore[list-item]
+        minimum_interval_seconds=EVENTS_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Starts one ingest run per file that S3 announces in a dataset's ingress folder "
+                    "(event notifications through SQS), where the environment has them (ingress.events).",
+    )
+    def events_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
+        with platform_errors("reading the ingress events"):
+            events = platform.ingress_events()
+            if events is None:
+                return dg.SkipReason("this environment has no ingress events (ingress.events): the ingress "
+                                     "sensors list the dataset folders")
+            messages = events.receive(EVENTS_PER_TICK)
+            if not messages:
+                return dg.SkipReason("no new ingress events")
+            announced: dict[tuple[str, str], set[str]] = {}
+            for m in messages:
+                if m.note:
+                    context.log.info(f"ingress event: {m.note}")
+                for parts in m.objects:
+                    if len(parts) == 3 and parts[:2] in by_folder:
+                        announced.setdefault(parts[:2], set()).add(parts[2])
+                    else:  # a stray or a set-aside file: ingress__strays looks after those
+                        context.log.debug(f"ingress event for ingress/{'/'.join(parts)}: not a dataset's file")
+            ingress = platform.ingress()
+            runs, adds = [], []
+            for folder, names in sorted(announced.items()):
+                defs = by_folder[folder]
+                # What the store says now: a file already landed (and gone) or replaced is what it is.
+                infos = [i for i in (ingress.info(*folder, n) for n in sorted(names)) if i is not None]
+                listing = [FileEntry(i.name, i.name, i.size, i.mtime_ns, i.etag) for i in infos]
+                # An S3 object is whole when it is announced: nothing to wait for.
+                plan = _plan(context, defs, platform, listing, Cursor(), settle_seconds=0)
+                for line in plan.log_lines(f"ingress/{'/'.join(folder)}"):
+                    context.log.info(line)
+                r, a = _requests(defs, plan, "event")
+                runs += r
+                adds += a
+            # Acknowledged once decided. Should the tick's result then be lost, the sweep finds the files.
+            events.acknowledge(messages)
+        return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=adds)
+
+    return events_sensor
 
 
 def _strays(ingress, datasets: Iterable[Dataset]) -> Iterable[tuple[tuple[str, ...], FileEntry, str]]:

@@ -65,9 +65,11 @@ def delivery(tmp: Path) -> Path:
 
 
 def summary(run: dict[str, Any]) -> dict[str, Any]:
-    trips = next((n for n in run.get("nodes", []) if n["unique_id"] == "model.lake_platform.trips"), {})
+    models = {n["name"]: n["execution_time"] for n in run.get("nodes", []) if n["resource_type"] == "model"}
+    tests = sum(n["execution_time"] for n in run.get("nodes", []) if n["resource_type"] == "test")
     return {"seconds": run["seconds"], "dbt_elapsed_seconds": run.get("dbt_elapsed_seconds"),
-            "trips_model_seconds": trips.get("execution_time"), "peak_rss_bytes": run.get("peak_rss_bytes"),
+            "trips_model_seconds": models.get("trips"), "models_seconds": models, "tests_seconds": tests,
+            "peak_rss_bytes": run.get("peak_rss_bytes"),
             "returncode": run["returncode"], "statuses": run.get("statuses"),
             "not_successful": run.get("not_successful")}
 

@@ -59,16 +59,22 @@ class FileEntry:
 class Cursor:
     # name → [size, mtime_ns(, etag)] of each handled file still in the folder (not hashed again)
     files: dict[str, list] = field(default_factory=dict)
+    # When the folder was last listed, where ingress events announce files between listings.
+    swept_at_ns: int = 0
 
     @classmethod
     def load(cls, raw: str | None) -> Cursor:
         if not raw:
             return cls()
         data = json.loads(raw)
-        return cls(files={k: list(v) for k, v in data.get("files", {}).items()})
+        return cls(files={k: list(v) for k, v in data.get("files", {}).items()},
+                   swept_at_ns=int(data.get("swept_at_ns", 0)))
 
     def dump(self) -> str:
-        return json.dumps({"files": self.files}, separators=(",", ":"), sort_keys=True)
+        data: dict = {"files": self.files}
+        if self.swept_at_ns:
+            data["swept_at_ns"] = self.swept_at_ns
+        return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ __all__ = ["KEY", "alert_topic_logical_id", "bucket_logical_id", "glue_databases
            "resolve_intrinsics", "role_logical_id", "to_json", "to_yaml"]
 
 KEY = "LakeKey"
+INGRESS_QUEUE = "IngressEventsQueue"
 # Read access to objects, for every reader role.
 _S3_READ = ["s3:GetObject", "s3:GetObjectVersion"]
 _GLUE_READ = ["glue:GetDatabase", "glue:GetDatabases", "glue:GetTable", "glue:GetTables", "glue:GetPartition",
@@ -167,6 +168,35 @@ def render(env: Environment, zones: Iterable[InsightZone]) -> dict[str, Any]:
         }}
         outputs[lid] = {"Description": f"the {zone} bucket", "Value": {"Ref": lid}}
 
+    # Ingress events: S3 announces every object created under the ingress prefix on an SQS queue
+    # (encrypted by SQS), which the platform's ingress__events sensor reads (resources/ingress_events).
+    events = env.ingress.events
+    queue_arn = f"arn:aws:sqs:{region}:{acct}:{events.queue_name}" if events else None
+    if events and queue_arn:
+        ingress_bucket, ingress_prefix = loc["ingress"]
+        resources[INGRESS_QUEUE] = {"Type": "AWS::SQS::Queue", "Properties": {
+            "QueueName": events.queue_name, "SqsManagedSseEnabled": True,
+            "MessageRetentionPeriod": 14 * 24 * 3600,  # the longest SQS keeps a message: an outage of days loses none
+            "VisibilityTimeout": 60,
+            "Tags": [{"Key": "environment", "Value": env.name}]}}
+        resources[f"{INGRESS_QUEUE}Policy"] = {"Type": "AWS::SQS::QueuePolicy", "Properties": {
+            "Queues": [{"Ref": INGRESS_QUEUE}],
+            "PolicyDocument": _doc(
+                _statement("S3AnnouncesIngress", "Allow", ["sqs:SendMessage"], [queue_arn],
+                           Principal={"Service": "s3.amazonaws.com"},
+                           Condition={"ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{ingress_bucket}"},
+                                      "StringEquals": {"aws:SourceAccount": acct}}),
+                _statement("DenyInsecureTransport", "Deny", ["sqs:*"], [queue_arn], Principal="*",
+                           Condition={"Bool": {"aws:SecureTransport": "false"}}))}}
+        bucket = resources[bucket_logical_id("ingress")]
+        bucket["DependsOn"] = [f"{INGRESS_QUEUE}Policy"]  # S3 checks that it may send before it accepts this
+        bucket["Properties"]["NotificationConfiguration"] = {"QueueConfigurations": [{
+            "Event": "s3:ObjectCreated:*", "Queue": queue_arn,
+            "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": f"{ingress_prefix}/" if ingress_prefix
+                                            else ""}]}}}]}
+        outputs[f"{INGRESS_QUEUE}Url"] = {"Description": "the queue of the ingress events",
+                                          "Value": {"Ref": INGRESS_QUEUE}}
+
     # Glue databases, named as the Glue catalog backend names them.
     for i, name in enumerate(glue_databases(env, zones)):
         lid = "PlatformDatabase" if i == 0 else f"{_camel(name)}Database"
@@ -239,6 +269,9 @@ def render(env: Environment, zones: Iterable[InsightZone]) -> dict[str, Any]:
         _statement("ReadSecrets", "Allow", ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
                    [secret_arn(n) for n in [*secret_names.values(), *alert_secrets]]),
         *([_statement("PublishAlerts", "Allow", ["sns:Publish"], list(topics.values()))] if topics else []),
+        *([_statement("ReadIngressEvents", "Allow", ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueUrl",
+                                                     "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"],
+                      [queue_arn])] if queue_arn else []),
     ))
     staging_bucket, staging_prefix = loc["staging"]
     role("RedshiftCopyRole", p["copy_role"], "Redshift COPY from staging", _doc(

@@ -133,7 +133,7 @@ def create_skipped_resources(template: dict, refs: dict, attrs: dict, client, *,
     request. Tests that run the platform evaluate those policies with ``infra.policy`` instead."""
     from infra.cloudformation import resolve_intrinsics
 
-    glue, s3, sm = client("glue"), client("s3"), client("secretsmanager")
+    glue, s3, sm, sqs = client("glue"), client("s3"), client("secretsmanager"), client("sqs")
     for r in template["Resources"].values():
         props = resolve_intrinsics(r.get("Properties", {}), refs, attrs)
         if r["Type"] == "AWS::Glue::Database":
@@ -149,6 +149,15 @@ def create_skipped_resources(template: dict, refs: dict, attrs: dict, client, *,
             s3.put_public_access_block(Bucket=props["BucketName"],
                                        PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"])
             s3.put_bucket_ownership_controls(Bucket=props["BucketName"], OwnershipControls=props["OwnershipControls"])
+            for q in props.get("NotificationConfiguration", {}).get("QueueConfigurations", []):
+                # CloudFormation's shape of the notification, in the API's.
+                s3.put_bucket_notification_configuration(Bucket=props["BucketName"], NotificationConfiguration={
+                    "QueueConfigurations": [{"QueueArn": q["Queue"], "Events": [q["Event"]], "Filter": {"Key": {
+                        "FilterRules": [{"Name": r["Name"], "Value": r["Value"]} for r in q["Filter"]["S3Key"]["Rules"]]
+                    }}}]})
+        elif r["Type"] == "AWS::SQS::QueuePolicy":
+            for url in props["Queues"]:
+                sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(props["PolicyDocument"])})
 
 
 def deploy_stack(env, zones, name: str, *, bucket_policies: bool = True) -> dict:

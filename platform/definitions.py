@@ -10,7 +10,7 @@ from assets.alerting import build_alerting_sensor
 from assets.dbt import build_dbt_assets
 from assets.ingest import build_dataset
 from assets.operations import build_operations
-from assets.sensors import build_sensor, build_strays_sensor, set_aside_job
+from assets.sensors import build_events_sensor, build_sensor, build_strays_sensor, set_aside_job
 from assets.serving import build_serving_assets
 from assets.steward import build_steward_job
 from core.zones import all_datasets, load_zones
@@ -27,6 +27,7 @@ defs = dg.Definitions(
     sensors=[
         *(build_sensor(d) for d in datasets),
         build_strays_sensor([d.dataset for d in datasets]),
+        build_events_sensor(datasets),
         build_alerting_sensor(load_zones()),
         # Builds ods, analytics and serving when staging partitions are published with their
         # blocking checks passed (see assets.dbt.upstream_published_and_checked).

@@ -124,13 +124,38 @@ class LakeConfig(Strict):
         return "s3" if any(u.startswith("s3://") for u in self.zones.values()) else "local"
 
 
+SQS_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+
+
+class IngressEventsConfig(Strict):
+    """S3 event notifications of the ingress bucket, through an SQS queue the environment's stack
+    creates (``ObjectCreated`` under the ingress prefix). The ingress sensors then list ingress only
+    every ``sensors.sweep_seconds``, to catch what a lost notification would have announced."""
+
+    queue_name: str
+
+    @field_validator("queue_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not SQS_QUEUE_NAME.match(v):
+            raise ValueError(f"ingress.events.queue_name {v!r} must match {SQS_QUEUE_NAME.pattern}")
+        return v
+
+
 class IngressConfig(Strict):
     root: str
+    events: IngressEventsConfig | None = None
 
     @field_validator("root")
     @classmethod
     def _location(cls, v: str) -> str:
         return _check_location(v, "ingress.root")
+
+    @model_validator(mode="after")
+    def _events_on_s3(self) -> IngressConfig:
+        if self.events is not None and not self.root.startswith("s3://"):
+            raise ValueError("ingress.events (S3 event notifications) needs an S3 ingress root")
+        return self
 
 
 class CatalogConfig(Strict):
@@ -215,6 +240,9 @@ class SensorConfig(Strict):
     # A file is picked up once its size and mtime have not changed for this long.
     settle_seconds: float = Field(default=2.0, ge=0)
     max_files_per_tick: int = Field(default=500, ge=1)
+    # With ingress.events, how often the ingress sensors still list ingress (the reconciliation
+    # sweep: a lost notification delays a file by at most this, never loses it).
+    sweep_seconds: float = Field(default=300.0, gt=0)
 
 
 # -- alerts: the channels besides the always-on alert file and sensor log ---------------------------

@@ -25,6 +25,7 @@ from resources.alerts.base import AlertChannel
 from resources.aws import AwsSession
 from resources.catalog.base import Catalog
 from resources.environment import Environment, load_environment, resolve
+from resources.ingress_events.base import IngressEvents
 from resources.lake.base import FileStore, Lake
 from resources.secrets import SecretStore
 from resources.serving.postgres import ServingDatabase
@@ -97,6 +98,15 @@ class PlatformResource(dg.ConfigurableResource):
     def ingress(self) -> FileStore:
         env = self.env()
         return _store(env, env.ingress.root, "the ingress area")
+
+    def ingress_events(self) -> IngressEvents | None:
+        """The announcements of new ingress files, where the environment has them (S3 → SQS)."""
+        env = self.env()
+        if env.ingress.events is None:
+            return None
+        from resources.ingress_events.sqs import SqsIngressEvents
+
+        return SqsIngressEvents(_aws(env), env.ingress.events.queue_name, env.ingress.root)
 
     def catalog(self) -> Catalog:
         env = self.env()

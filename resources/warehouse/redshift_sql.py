@@ -24,7 +24,17 @@ import re
 from collections.abc import Mapping
 
 from core.errors import ConfigError, InvalidName
-from core.names import NAME, PARTITION_KEY, ROLE_ARN, S3_BUCKET, SOURCE_FILE, SOURCE_LINE, check_ident, quote_ident, schema_name
+from core.names import (
+    NAME,
+    PARTITION_KEY,
+    ROLE_ARN,
+    S3_BUCKET,
+    SOURCE_FILE,
+    SOURCE_LINE,
+    check_ident,
+    quote_ident,
+    schema_name,
+)
 from core.types import ContractType, parse_type
 
 Statement = tuple[str, tuple[object, ...]]
