@@ -99,6 +99,13 @@ def expectations(env: Environment, zones: Iterable[InsightZone], key_arn: str) -
             for z in zones:
                 expect(f"{z.name} analysts cannot read the secret of alert channel {name}",
                        role_logical_id("analyst", z.name), "secretsmanager:GetSecretValue", resource, False)
+    if env.ingress.events is not None:
+        queue = f"arn:aws:sqs:{region}:{acct}:{env.ingress.events.queue_name}"
+        for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage"):
+            expect(f"the platform reads the ingress events ({action})", "PlatformRole", action, queue, True)
+        for z in zones:
+            expect(f"{z.name} analysts cannot read the ingress events", role_logical_id("analyst", z.name),
+                   "sqs:ReceiveMessage", queue, False)
     expect("Redshift COPY reads staging", "RedshiftCopyRole", "s3:GetObject", obj("staging", "z", "d", "p.parquet"),
            True, "staging")
     expect("Redshift COPY cannot read landing", "RedshiftCopyRole", "s3:GetObject", landing_key, False, "landing")
