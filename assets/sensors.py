@@ -224,6 +224,9 @@ def build_events_sensor(all_defs: list[DatasetDefs]) -> dg.SensorDefinition:
                 plan = _plan(context, defs, platform, listing, Cursor(), settle_seconds=0)
                 for line in plan.log_lines(f"ingress/{'/'.join(folder)}"):
                     context.log.info(line)
+                if plan.waiting:  # acknowledged all the same: the sweep requests them
+                    context.log.info(f"ingress/{'/'.join(folder)}: {len(plan.waiting)} announced file(s) left for "
+                                     "the next sweep (over this tick's budget, or dated ahead of this clock)")
                 r, a = _requests(defs, plan, "event")
                 runs += r
                 adds += a

@@ -555,7 +555,7 @@ def assert_stages_alike(home: Path, kind: Kind, plain: bytes, variant: bytes, re
         ing = ingest(home, kind.dataset_id, data, name=name)
         assert_nothing_lost(home, kind, ing, name, data, recs, quarantined)
         outcome[label] = [
-            query(home, f"select * exclude (_source_file) from {kind.view(zone)} "
+            query(home, f"select * exclude (_source_file, _partition_key) from {kind.view(zone)} "
                         "where _source_file = ? order by _source_line", [name])
             for zone in ("staging", "quarantine")
         ]

@@ -23,19 +23,24 @@ from resources.catalog.duckdb import DuckDBCatalog
 def version(key: str, delivered: int, passed: bool = True, name: str = "f.csv", root: Path | None = None,
             rows: int = 1) -> PartitionVersion:
     root = root or Path("/nowhere")
-    return PartitionVersion("mobility", "trips", f"{name}@{key:0>16}", name, delivered,
-                            str(root / f"s{key}.parquet"), str(root / f"q{key}.parquet"), passed, rows, 0)
+    partition = f"{name}@{key:0>16}"
+    # The lake's layout: <zone>/<insight zone>/<dataset>/<partition key>/<version>/part-0.parquet
+    return PartitionVersion("mobility", "trips", partition, name, delivered,
+                            str(root / "staging/mobility/trips" / partition / "v1/part-0.parquet"),
+                            str(root / "quarantine/mobility/trips" / partition / "v1/part-0.parquet"), passed, rows, 0)
 
 
 def write(root: Path, v: PartitionVersion, value: int) -> None:
-    pq.write_table(pa.table({"x": [value]}), v.staging_uri)
-    pq.write_table(pa.table({"x": [-value]}), v.quarantine_uri)
+    for uri, x in ((v.staging_uri, value), (v.quarantine_uri, -value)):
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"x": [x]}), uri)
 
 
 def rows(path: Path, table: str) -> list[tuple]:
+    """The data columns of a view (not the delivery column every view adds: see the test below)."""
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return sorted(con.execute(f"select * from {table}").fetchall())
+        return sorted(con.execute(f"select * exclude (_partition_key) from {table}").fetchall())
     finally:
         con.close()
 
@@ -80,6 +85,23 @@ def test_staging_and_quarantine_change_together_in_one_transaction(tmp_path: Pat
     assert catalog.published_tables() == {("staging_mobility", "trips")}
     states = {r.version.partition_key: (r.state, r.superseded_by) for r in catalog.partitions("mobility", "trips")}
     assert states == {v1.partition_key: ("superseded", v2.partition_key), v2.partition_key: ("published", None)}
+
+
+def test_every_row_says_which_delivery_it_belongs_to(tmp_path: Path) -> None:
+    """``_partition_key``, as Glue's partition column and the Redshift tables have it: what the
+    incremental models key on."""
+    catalog = DuckDBCatalog(tmp_path / "catalog.duckdb")
+    v1, v2 = version("1", 1, name="a.csv", root=tmp_path), version("2", 2, name="b.csv", root=tmp_path)
+    for i, v in enumerate((v1, v2), 1):
+        write(tmp_path, v, i)
+        catalog.publish(v, supersede=True)
+    con = duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True)
+    try:
+        for zone, sign in (("staging", 1), ("quarantine", -1)):
+            got = sorted(con.execute(f"select x, _partition_key from {zone}_mobility.trips").fetchall())
+            assert got == sorted([(sign * 1, v1.partition_key), (sign * 2, v2.partition_key)])
+    finally:
+        con.close()
 
 
 def test_a_failed_change_leaves_the_catalog_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,7 +160,7 @@ def test_dbt_reads_a_snapshot_that_outlives_later_changes(tmp_path: Path) -> Non
     held = duckdb.connect(str(snapshot), read_only=True)  # a long dbt run holds its snapshot...
     try:
         catalog.publish(v2, supersede=True)  # ...and the catalog moves on meanwhile
-        assert sorted(held.execute("select * from staging_mobility.trips").fetchall()) == [(1,)]
+        assert sorted(held.execute("select x from staging_mobility.trips").fetchall()) == [(1,)]
     finally:
         held.close()
     assert rows(tmp_path / "catalog.duckdb", "staging_mobility.trips") == [(1,), (2,)]
