@@ -24,6 +24,7 @@ AWS_ACCOUNT = re.compile(r"^[0-9]{12}$")
 KMS_ALIAS = re.compile(r"^alias/[A-Za-z0-9/_-]{1,250}$")
 RESOURCE_PREFIX = re.compile(r"^[a-z][a-z0-9-]{2,30}[a-z0-9]$")  # names of roles, keys, secrets
 SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
+SQS_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")  # standard queues
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,64}$")
 HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 # PostgreSQL refuses these as column names.

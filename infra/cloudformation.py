@@ -172,7 +172,7 @@ def render(env: Environment, zones: Iterable[InsightZone]) -> dict[str, Any]:
     # (encrypted by SQS), which the platform's ingress__events sensor reads (resources/ingress_events).
     events = env.ingress.events
     queue_arn = f"arn:aws:sqs:{region}:{acct}:{events.queue_name}" if events else None
-    if events and queue_arn:
+    if events:
         ingress_bucket, ingress_prefix = loc["ingress"]
         resources[INGRESS_QUEUE] = {"Type": "AWS::SQS::Queue", "Properties": {
             "QueueName": events.queue_name, "SqsManagedSseEnabled": True,

@@ -37,6 +37,7 @@ from core.names import (
     S3_BUCKET,
     S3_PREFIX,
     SECRET_NAME,
+    SQS_QUEUE_NAME,
 )
 from core.paths import ENVIRONMENTS_DIR, REPO_ROOT
 from core.yaml_config import ConfigError, Strict, load_model
@@ -124,9 +125,6 @@ class LakeConfig(Strict):
         return "s3" if any(u.startswith("s3://") for u in self.zones.values()) else "local"
 
 
-SQS_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
-
-
 class IngressEventsConfig(Strict):
     """S3 event notifications of the ingress bucket, through an SQS queue the environment's stack
     creates (``ObjectCreated`` under the ingress prefix). The ingress sensors then list ingress only
@@ -134,12 +132,10 @@ class IngressEventsConfig(Strict):
 
     queue_name: str
 
-    @field_validator("queue_name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not SQS_QUEUE_NAME.match(v):
-            raise ValueError(f"ingress.events.queue_name {v!r} must match {SQS_QUEUE_NAME.pattern}")
-        return v
+    @model_validator(mode="after")
+    def _patterns(self) -> IngressEventsConfig:
+        _match(SQS_QUEUE_NAME, self.queue_name, "ingress.events.queue_name")
+        return self
 
 
 class IngressConfig(Strict):

@@ -58,7 +58,6 @@ from core.types import glue_type
 from resources.aws import AwsSession, translate
 from resources.catalog.base import Catalog, PartitionRecord, PartitionVersion, PublishOutcome, State, resolve_states
 
-PARTITION_COLUMN = PARTITION_KEY
 RECORD_KEY = "partition_key"
 CREATE_BATCH = 100  # BatchCreatePartition: at most 100 PartitionInputList entries
 DELETE_BATCH = 25  # BatchDeletePartition: at most 25 PartitionsToDelete
@@ -97,7 +96,7 @@ def dataset_folder(uri: str, insight_zone: str, dataset: str) -> str:
 def columns_of(schema: pa.Schema) -> list[dict[str, str]]:
     out = []
     for f in schema:
-        if f.name == PARTITION_COLUMN:
+        if f.name == PARTITION_KEY:
             continue  # the partition column is Glue's, never a data column
         try:
             out.append({"Name": f.name, "Type": glue_type(f.type)})
@@ -108,7 +107,7 @@ def columns_of(schema: pa.Schema) -> list[dict[str, str]]:
 
 def drift(table: str, registered: list[dict[str, str]], wanted: list[dict[str, str]]) -> str | None:
     """What differs between two column lists (name, type, order), for people; None if nothing."""
-    old = [(c["Name"], c["Type"]) for c in registered if c["Name"] != PARTITION_COLUMN]
+    old = [(c["Name"], c["Type"]) for c in registered if c["Name"] != PARTITION_KEY]
     new = [(c["Name"], c["Type"]) for c in wanted]
     if old == new:
         return None
@@ -276,7 +275,7 @@ class GlueCatalog(Catalog):
         return {
             "Name": table, "TableType": "EXTERNAL_TABLE",
             "Parameters": {"classification": "parquet", "EXTERNAL": "TRUE", "managed_by": "lake-platform"},
-            "PartitionKeys": [{"Name": PARTITION_COLUMN, "Type": "string",
+            "PartitionKeys": [{"Name": PARTITION_KEY, "Type": "string",
                                "Comment": "partition key: <file name>@<16 hex of its sha256>"}],
             "StorageDescriptor": {"Columns": columns, "Location": location, "InputFormat": INPUT_FORMAT,
                                   "OutputFormat": OUTPUT_FORMAT, "SerdeInfo": SERDE, "Compressed": False,
