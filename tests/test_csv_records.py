@@ -10,6 +10,9 @@
   the oracle: Python's ``csv`` module with each record's start line counted from the lines it
   consumed (no code of the engine is reused).
 - ``RecordScanner`` alone, fed in reads of every size from 1 to 20 bytes.
+- ``ReadAhead``: in every test here it never runs out of patience (pyarrow never waits on it) and
+  keeps pyarrow within its bound; a record longer than the bound allows slows the reading, never
+  stops it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import pytest
 import engine.arrow
 from core.zones import CsvOptions, Dataset, load_zone
 from engine import StagingResult, stage_local_file
-from engine.arrow.records import BOM, RecordScanner, WholeCRLF
+from engine.arrow.records import BOM, ReadAhead, RecordScanner, WholeCRLF, read_ahead_for
 
 ZONE = """\
 description: Test zone for the CSV reading tests.
@@ -76,6 +79,21 @@ class Outcome:
     staged: list[tuple[int, tuple]]  # (_source_line, values in contract order)
     quarantined: list[tuple[int, str]]  # (_source_line, rules joined with ",")
     raw: dict[int, str | None]  # _source_line → _raw_record of the quarantined rows
+
+
+@pytest.fixture(autouse=True)
+def read_aheads(monkeypatch: pytest.MonkeyPatch):
+    """Every ReadAhead the engine makes in a test: afterwards, none ran out of patience."""
+    made: list[ReadAhead] = []
+
+    class Recorded(ReadAhead):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(engine.arrow, "ReadAhead", Recorded)
+    yield made
+    assert [(r.stalls, r.most_ahead <= r._blocks) for r in made] == [(0, True)] * len(made)
 
 
 def stage(dataset: Dataset, data: bytes, tmp: Path, monkeypatch: pytest.MonkeyPatch,
@@ -638,3 +656,34 @@ def test_whole_crlf_never_ends_a_read_on_cr() -> None:
         assert not any(r.endswith(b"\r") for r in reads[:-1]), size
         # longer than asked only to get past carriage returns: they and one byte more
         assert all(len(r) <= size or len(r.lstrip(b"\r")) == 1 for r in reads), size
+
+
+def test_read_ahead_is_bounded(datasets, tmp_path, monkeypatch, read_aheads) -> None:
+    """Hundreds of blocks with records much shorter than one (the proportions of 8 MiB blocks and
+    4 MiB records, scaled down): pyarrow reads two blocks ahead of the batch taken, no further,
+    and never waits on it."""
+    import engine.arrow.records
+
+    monkeypatch.setattr(engine.arrow.records, "MAX_RECORD_BYTES", 128)
+    rows = b"".join(b"%d,note %d,x\n" % (i, i) for i in range(5_000))
+    out = stage(datasets["notes"], H + rows, tmp_path, monkeypatch, 256)
+    assert out.result.rows_staged == 5_000
+    assert [round(r.most_ahead) for r in read_aheads] == [2]
+    assert read_aheads[0]._read // 256 > 100  # many blocks: the bound was tested, not the file's size
+
+
+def test_read_ahead_for_block_sizes() -> None:
+    assert read_ahead_for(engine.arrow.BLOCK_SIZE) == 2
+    assert read_ahead_for(1 << 20) == 5  # a 4 MiB record starting in a 1 MiB block reaches 4 more
+
+
+def test_read_ahead_slows_a_reader_that_needs_more() -> None:
+    """With a bound pyarrow cannot work within (one block: it needs the next one before handing
+    a batch over), each wait runs out of patience and the reading goes on, complete."""
+    import pyarrow.csv as pacsv
+
+    data = b"a,b\n" + b"".join(b"%d,y\n" % i for i in range(100))
+    ahead = ReadAhead(io.BytesIO(data), 256, 1, patience=0.02)
+    reader = pacsv.open_csv(ahead, read_options=pacsv.ReadOptions(block_size=256))
+    assert sum(batch.num_rows for batch in ahead.batches(reader)) == 100
+    assert ahead.stalls > 0

@@ -39,13 +39,40 @@ from checks.contract import CompiledContract, HeaderMatch
 from core.errors import FileRejected, IntegrityError
 from core.names import SOURCE_LINE
 from core.zones import CsvOptions
-from engine.arrow.records import HEADER_LIMIT, NeedsLineByLine, RecordScanner, WholeCRLF, line_by_line, read_header
+from engine.arrow.records import (
+    HEADER_LIMIT,
+    NeedsLineByLine,
+    ReadAhead,
+    RecordScanner,
+    WholeCRLF,
+    line_by_line,
+    read_ahead_for,
+    read_header,
+)
 from engine.arrow.stager import BackgroundWriter, Stager, check_header, quarantine_schema, staging_schema
 from engine.base import FileIO, StagingRequest, StagingResult
 
 __all__ = ["BLOCK_SIZE", "ArrowEngine"]
 
-BLOCK_SIZE = 8 << 20  # bytes of CSV per batch (~90k TLC rows): peak memory ~0.8 GiB whatever the file size
+BLOCK_SIZE = 8 << 20  # bytes of CSV per batch (~90k TLC rows)
+
+
+def _reader_pool() -> pa.MemoryPool:
+    """The CSV reader's own memory pool: jemalloc returning freed pages at once (decay 0). The
+    default pool (mimalloc) keeps what the reader's threads freed, and the engine's peak grew with
+    the file's length (459 MiB at 10M rows, 579 MiB at 30M); with this one it stays flat. Nothing
+    else in the process uses the jemalloc pool, so its decay setting changes nothing else."""
+    global _POOL
+    if _POOL is None:
+        try:
+            _POOL = pa.jemalloc_memory_pool()
+            pa.jemalloc_set_decay_ms(0)
+        except NotImplementedError:  # a pyarrow built without jemalloc
+            _POOL = pa.default_memory_pool()
+    return _POOL
+
+
+_POOL: pa.MemoryPool | None = None
 
 
 class _Hashing(io.RawIOBase):
@@ -97,21 +124,24 @@ class _Pass:
         read, parse, convert = _read_options(positional, self.opts, encoding or "utf8", invalid)
         columns = self.contract.columns
         seen = 0
+        ahead = ReadAhead(WholeCRLF(scanner if scanner is not None else stream), BLOCK_SIZE,
+                          read_ahead_for(BLOCK_SIZE))
         try:
-            reader = pacsv.open_csv(WholeCRLF(scanner if scanner is not None else stream), read_options=read,
-                                    parse_options=parse, convert_options=convert)
-            for batch in reader:
-                if invalid or (scanner is not None and scanner.anomaly):
-                    raise NeedsLineByLine
-                n = batch.num_rows
-                by_target = {t: batch.column(p) for p, t in rename.items()}
-                raw = pa.record_batch(
-                    [by_target[c] if c in by_target else pa.nulls(n, pa.large_string()) for c in columns],
-                    names=columns,
-                )
-                lines = scanner.take(n) if scanner is not None else numbers[seen: seen + n]  # type: ignore[index]
-                seen += n
-                yield raw, lines
+            reader = pacsv.open_csv(ahead, read_options=read, parse_options=parse, convert_options=convert,
+                                    memory_pool=_reader_pool())
+            with contextlib.closing(ahead.batches(reader)) as batches:
+                for batch in batches:
+                    if invalid or (scanner is not None and scanner.anomaly):
+                        raise NeedsLineByLine
+                    n = batch.num_rows
+                    by_target = {t: batch.column(p) for p, t in rename.items()}
+                    raw = pa.record_batch(
+                        [by_target[c] if c in by_target else pa.nulls(n, pa.large_string()) for c in columns],
+                        names=columns,
+                    )
+                    lines = scanner.take(n) if scanner is not None else numbers[seen: seen + n]  # type: ignore[index]
+                    seen += n
+                    yield raw, lines
         except pa.ArrowInvalid as e:
             if scanner is not None:
                 raise NeedsLineByLine from None  # invalid bytes, or a record pyarrow cannot read

@@ -41,6 +41,67 @@ class NeedsLineByLine(Exception):
     """The fast reading cannot be proven exact for this file (see RecordScanner.anomaly)."""
 
 
+class ReadAhead:
+    """A read-through for pyarrow that bounds how far its streaming reader reads ahead.
+
+    pyarrow's reader fetches blocks on an IO thread up to 32 ahead of the batches taken (256 MiB
+    of CSV at 8 MiB blocks), which was most of the engine's peak memory and bought nothing:
+    parsing and validating are the slow part. A block becomes one batch, which pyarrow hands
+    over once it has read as far as the end of the block's last record. So reading may run
+    ``blocks`` blocks' worth of bytes ahead of the batches consumed (:func:`read_ahead_for`),
+    counted in bytes because :class:`WholeCRLF` may return less than was asked. A read that
+    waits ``patience`` seconds goes anyway: a file pyarrow reads differently is slowed, never
+    stuck, and ``stalls`` counts it.
+    """
+
+    def __init__(self, raw, block_size: int, blocks: int, patience: float = 1.0):
+        self._raw = raw
+        self._block, self._blocks, self._patience = block_size, blocks, patience
+        self._read = self._consumed = 0  # bytes read, batches consumed
+        self._released = False
+        self.stalls = 0
+        self.most_ahead = 0.0  # the most blocks' worth of bytes read ahead of the batches consumed
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def _may_read(self, n: int) -> bool:
+        return self._released or self._read + n <= (self._consumed + self._blocks) * self._block
+
+    def read(self, n: int = -1) -> bytes:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._may_read(max(n, 0)), timeout=self._patience):
+                self.stalls += 1
+        b = self._raw.read(n)
+        with self._cond:
+            self._read += len(b)
+            self.most_ahead = max(self.most_ahead, self._read / self._block - self._consumed)
+        return b
+
+    def batches(self, reader) -> Iterator:
+        """``reader``'s batches, each counted as consumed when handed over; reads are let go
+        when the iteration ends, however it ends, so pyarrow's thread is never left waiting."""
+        try:
+            for batch in reader:
+                with self._cond:
+                    self._consumed += 1
+                    self._cond.notify_all()
+                yield batch
+        finally:
+            with self._cond:
+                self._released = True
+                self._cond.notify_all()
+
+    def close(self) -> None:  # the owner of the raw stream closes it
+        self.closed = True
+
+
+def read_ahead_for(block_size: int) -> int:
+    """Blocks pyarrow needs read before it hands over the first of them: that block, and those a
+    record starting in it may run into (records of up to MAX_RECORD_BYTES). 2 at 8 MiB blocks;
+    many with the tiny blocks of the tests."""
+    return 1 + -(-MAX_RECORD_BYTES // block_size)
+
+
 class WholeCRLF:
     """A read-through for pyarrow that never ends a read with "\r" (before the end of the stream):
     trailing carriage returns are handed over at the start of the next read. pyarrow (apache/arrow
