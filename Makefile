@@ -40,6 +40,7 @@ test: $(VENV)/.installed $(CHROMIUM)
 bench: $(VENV)/.installed
 	$(PY) -m cli dbt-parse
 	$(PY) bench/staging_bench.py
+	$(PY) bench/staging_scale_bench.py
 	$(PY) bench/sensor_bench.py
 	$(PY) bench/s3_sensor_bench.py
 	$(PY) bench/dbt_bench.py
