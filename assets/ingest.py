@@ -12,14 +12,21 @@ Thin on purpose: the engine (``engine/``), the checks (``checks/``) and the syst
 """
 
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import dagster as dg
 import pyarrow.parquet as pq
 
 from assets.policies import RETRY, failure, platform_errors
-from checks.freshness import data_freshness_result, data_freshness_spec, delivery_contract, freshness_policy
-from checks.staging import check_specs, contract_result, reconciliation_result, rejected_result
+from checks.freshness import (
+    DATA_FRESHNESS_CHECK,
+    data_freshness_result,
+    data_freshness_spec,
+    delivery_contract,
+    freshness_policy,
+)
+from checks.staging import check_evaluation, check_specs, contract_result, reconciliation_result, rejected_result
 from core.errors import FileRejected, IntegrityError, TerminalError
 from core.names import SOURCE_FILE, SOURCE_LINE, asset_path, split_partition_key, table_name
 from core.zones import Dataset
@@ -31,18 +38,33 @@ from resources.platform import PlatformResource
 SUPERSEDED_VERSION_RETENTION_S = 3600  # unreferenced versions of a partition older than this are removed
 
 
+class BatchFile(dg.Config):
+    partition_key: str
+    ingress_file: str  # its name in ingress/<zone>/<dataset>/
+    delivered_at_ns: int = 0
+
+
 class LandingConfig(dg.Config):
     ingress_file: str = ""  # the file's name in ingress/<zone>/<dataset>/ (the sensor passes it); empty: re-run
     delivered_at_ns: int = 0  # when it was delivered (its modification time as the sensor saw it)
+    # A run over a range of partitions (several files at once, see assets.sensors): each file of
+    # the range. The fields above are for a run of one partition.
+    batch: list[BatchFile] = []
 
 
 @dataclass(frozen=True)
 class DatasetDefs:
     dataset: Dataset
-    landing: dg.AssetsDefinition
-    staging: dg.AssetsDefinition
+    assets: dg.AssetsDefinition  # landing, staging and quarantine: one step that lands and stages each file
     job: object  # the unresolved asset job returned by define_asset_job
     partitions: dg.DynamicPartitionsDefinition
+
+    @property
+    def op_name(self) -> str:
+        return self.assets.node_def.name
+
+    def run_config(self, config: LandingConfig) -> dg.RunConfig:
+        return dg.RunConfig(ops={self.op_name: config})
 
 
 def keys(ds: Dataset) -> tuple[dg.AssetKey, dg.AssetKey, dg.AssetKey]:
@@ -100,24 +122,26 @@ def partition_parts(ds: Dataset, key: str, version: str) -> tuple[str, ...]:
 # Landing
 
 
-def _land(platform: PlatformResource, ds: Dataset, key: str, cfg: LandingConfig, log) -> dict:
+def _land(platform: PlatformResource, ds: Dataset, key: str, cfg: BatchFile | None, log) -> dict:
+    """Land one file (``cfg``: where it is in ingress; None: it must be in landing already)."""
+    ingress_file = cfg.ingress_file if cfg is not None else ""
     name, digest = split_partition_key(key)
     landing = platform.lake().zone("landing")
     parts = landing_parts(ds, key)
     landed_now = False
     if not landing.exists(*parts):
-        if not cfg.ingress_file:
+        if not ingress_file:
             raise TerminalError(
                 f"partition {key} of {ds.label} is not in landing and no ingress_file was given: the sensor passes "
                 "it; deliver the file to ingress again to land it")
         ingress = platform.ingress()
-        src = (ds.insight_zone, ds.name, cfg.ingress_file)
+        src = (ds.insight_zone, ds.name, ingress_file)
         before = ingress.info(*src)
         if before is None:
             raise TerminalError(f"{ingress.uri(*src)} is no longer in ingress and partition {key} was never landed: "
                                 "deliver the file again")
         try:
-            sha = landing.land_from(ingress, src, parts, cfg.delivered_at_ns or before.mtime_ns, digest)
+            sha = landing.land_from(ingress, src, parts, (cfg.delivered_at_ns if cfg else 0) or before.mtime_ns, digest)
             landed_now = True
         except ContentMismatch as e:
             raise TerminalError(
@@ -131,11 +155,11 @@ def _land(platform: PlatformResource, ds: Dataset, key: str, cfg: LandingConfig,
         raise IntegrityError(f"landing object {landing.uri(*parts)} no longer matches its partition's hash {digest} "
                              f"(it hashes to {sha[:16]}): landed objects are immutable, so it was changed by hand. "
                              "Nothing was staged; deliver the file again to land it anew.")
-    if cfg.ingress_file:
+    if ingress_file:
         # The bytes are safe in landing, so the file leaves ingress (which holds pending files
         # only), unless it changed meanwhile: then it stays, to be picked up as a new delivery.
         ingress = platform.ingress()
-        src = (ds.insight_zone, ds.name, cfg.ingress_file)
+        src = (ds.insight_zone, ds.name, ingress_file)
         now = ingress.info(*src)
         if now is not None:
             unchanged = ((now.size, now.mtime_ns) == (before.size, before.mtime_ns) if landed_now
@@ -147,38 +171,6 @@ def _land(platform: PlatformResource, ds: Dataset, key: str, cfg: LandingConfig,
     assert info is not None
     return {"sha": sha, "size": info.size, "name": name, "landed_now": landed_now, "uri": landing.uri(*parts),
             "delivered_at_ns": landing.delivered_at_ns(*parts)}
-
-
-def build_landing(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg.AssetsDefinition:
-    landing_key, _, _ = keys(ds)
-
-    @dg.asset(
-        key=landing_key,
-        partitions_def=partitions,
-        group_name=ds.insight_zone,
-        owners=list(ds.owners),
-        kinds={"csv", "file"},
-        description=f"Exact bytes of each delivered {ds.name} file, one partition per file. Immutable; "
-        "not readable by analysts.",
-        metadata={"zone": "landing", "insight_zone": ds.insight_zone, "file_pattern": ds.spec.source.pattern},
-        retry_policy=RETRY,
-    )
-    def landing(context: dg.AssetExecutionContext, config: LandingConfig, platform: PlatformResource):
-        key = context.partition_key
-        with platform_errors(f"landing {key}", partition=key):
-            info = _land(platform, ds, key, config, context.log)
-        return dg.MaterializeResult(
-            metadata={
-                "source_file": info["name"],
-                "sha256": info["sha"],
-                "size_bytes": info["size"],
-                "dagster/uri": info["uri"],
-                "landed_in_this_run": info["landed_now"],
-                "delivered_at": dg.MetadataValue.timestamp(info["delivered_at_ns"] / 1e9),
-            }
-        )
-
-    return landing
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,16 +198,71 @@ def _remove_old_versions(store: FileStore, ds: Dataset, key: str, referenced: se
             store.delete(*f.parts)
 
 
-def build_staging(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg.AssetsDefinition:
+def _landing_metadata(info: dict) -> dict:
+    return {
+        "source_file": info["name"],
+        "sha256": info["sha"],
+        "size_bytes": info["size"],
+        "dagster/uri": info["uri"],
+        "landed_in_this_run": info["landed_now"],
+        "delivered_at": dg.MetadataValue.timestamp(info["delivered_at_ns"] / 1e9),
+    }
+
+
+@dataclass
+class _Verdict:
+    """What became of one file of the run, for the run's own outcome."""
+
+    key: str
+    failure: dg.Failure | None = None  # it could not be landed or staged (rejected, vanished, ...)
+    held: str = ""  # it was staged, but a blocking check failed: which, and where the file is now
+
+
+def _files_of(context: dg.AssetExecutionContext, config: LandingConfig) -> tuple[list[str], dict[str, BatchFile]]:
+    """The partitions this run handles and, for each delivered now, its file in ingress."""
+    keys_ = list(context.partition_keys)
+    if config.batch:
+        files = {f.partition_key: f for f in config.batch}
+        outside = [k for k in keys_ if k not in files]
+        if outside:  # added between this run's files by someone else: their own runs handle them
+            context.log.info(f"{len(outside)} partition(s) of the range are not files of this run, left to their "
+                             f"own runs: {', '.join(outside[:10])}")
+        return [k for k in keys_ if k in files], files
+    if config.ingress_file:
+        if len(keys_) != 1:
+            raise dg.Failure(description="ingress_file names one file, but this run covers "
+                             f"{len(keys_)} partitions: list them under batch", allow_retries=False)
+        return keys_, {keys_[0]: BatchFile(partition_key=keys_[0], ingress_file=config.ingress_file,
+                                           delivered_at_ns=config.delivered_at_ns)}
+    return keys_, {}  # a re-run: every partition from landing
+
+
+def build_ingest(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg.AssetsDefinition:
+    """Landing, staging and quarantine of the dataset as one step, run over one partition (a
+    file) or a range of them (several files in one run, ``BackfillPolicy.single_run``): each file
+    is landed and staged in turn and gets its own materialisations and check verdicts, recorded
+    against its partition, so a run of fifty files shows fifty verdicts."""
     landing_key, staging_key, quarantine_key = keys(ds)
     contract = ds.spec.contract
     supersede = ds.spec.redelivery == "supersede"
+    data_freshness = data_freshness_spec(staging_key, partitions, ds)
+    specs = [*check_specs(staging_key, partitions, ds), *filter(None, [data_freshness])]
+    blocking = {s.name: s.blocking for s in specs}
 
     @dg.multi_asset(
-        name=f"stage__{ds.id}",
+        name=f"land_and_stage__{ds.id}",
         partitions_def=partitions,
         group_name=ds.insight_zone,
         specs=[
+            dg.AssetSpec(
+                landing_key,
+                owners=list(ds.owners),
+                kinds={"csv", "file"},
+                description=f"Exact bytes of each delivered {ds.name} file, one partition per file. Immutable; "
+                "not readable by analysts.",
+                metadata={"zone": "landing", "insight_zone": ds.insight_zone, "file_pattern": ds.spec.source.pattern},
+                skippable=True,
+            ),
             dg.AssetSpec(
                 staging_key,
                 deps=[landing_key],
@@ -238,122 +285,205 @@ def build_staging(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg
                 description=f"Rows of {ds.name} that broke the contract: original values, failed rules "
                 "and columns, source file and line.",
                 metadata={"dagster/table_name": table_name("quarantine", ds.insight_zone, ds.name)},
+                skippable=True,
             ),
         ],
-        check_specs=[*check_specs(staging_key, partitions, ds),
-                     *filter(None, [data_freshness_spec(staging_key, partitions, ds)])],
+        check_specs=specs,
         retry_policy=RETRY,
+        # Several files in one run: the sensor requests a range of the partitions it just added.
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        # Outputs (and checks) are reported per partition below, never as the step's outputs; and
+        # landing can be selected without staging (or the other way round, from landing).
+        can_subset=True,
     )
-    def stage(context: dg.AssetExecutionContext, platform: PlatformResource):
-        key = context.partition_key
-        name, digest = split_partition_key(key)
-        with platform_errors(f"staging {name} ({ds.label})", source_file=name, partition=key):
-            lake = platform.lake()
-            landing, s_store, q_store = lake.zone("landing"), lake.zone("staging"), lake.zone("quarantine")
-            landed = landing_parts(ds, key)
-            if not landing.exists(*landed):
-                raise TerminalError(f"{name}: partition {key} has no landed file at {landing.uri(*landed)}")
-            version = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{context.run.run_id[:8]}"
-            tmp = (TMP_DIR, f"{key}.{version}.parquet")
+    def land_and_stage(context: dg.AssetExecutionContext, config: LandingConfig, platform: PlatformResource):
+        selected = context.selected_asset_keys
+        land, stage = landing_key in selected, bool({staging_key, quarantine_key} & selected)
+        todo, files = _files_of(context, config)
+        ranged = len(context.partition_keys) > 1
+        done = _staged_in_this_run(platform, ds, context.run.run_id) if context.retry_number else set()
+        verdicts = []
+        for key in todo:
+            if key in done:  # a retry of this step: this file's events were recorded by the earlier attempt
+                context.log.info(f"{key} was staged by an earlier attempt of this step")
+                continue
+            verdict = _Verdict(key)
+            try:
+                if land:
+                    with platform_errors(f"landing {key}", partition=key):
+                        info = _land(platform, ds, key, files.get(key), context.log)
+                    yield _materialized(landing_key, key, _landing_metadata(info), ranged)
+                if stage:
+                    verdict.held = yield from _stage(context, platform, ds, key, supersede=supersede,
+                                                     contract=contract, blocking=blocking, ranged=ranged)
+            except dg.Failure as f:
+                if f.allow_retries or len(todo) == 1:
+                    raise  # transient: the step is retried (files already staged are not redone)
+                context.log.error(f"{key}: {f.description}")
+                verdict.failure = f
+            verdicts.append(verdict)
+        _raise_for(verdicts, ds)
+
+    return land_and_stage
+
+
+def _materialized(asset_key: dg.AssetKey, key: str, metadata: dict, ranged: bool
+                  ) -> dg.MaterializeResult | dg.AssetMaterialization:
+    """A run of one partition reports the step's output (so assets downstream of it in the same run
+    go ahead); a ranged run reports each partition's materialisation by itself, as its output would
+    stand for the whole range (and downstream steps of such a run, which only the sensor starts
+    and which holds none, are skipped)."""
+    if ranged:
+        return dg.AssetMaterialization(asset_key=asset_key, partition=key, metadata=metadata)
+    return dg.MaterializeResult(asset_key=asset_key, metadata=metadata)
+
+
+def _staged_in_this_run(platform: PlatformResource, ds: Dataset, run_id: str) -> set[str]:
+    mark = f"-{run_id[:8]}/"
+    return {r.version.partition_key for r in platform.catalog().partitions(ds.insight_zone, ds.name)
+            if mark in r.version.staging_uri}
+
+
+def _raise_for(verdicts: list[_Verdict], ds: Dataset) -> None:
+    """The run fails when any of its files was not published, naming each and why (the per-file
+    verdicts are on the partitions already)."""
+    bad = [v for v in verdicts if v.failure is not None or v.held]
+    if not bad:
+        return
+    if len(verdicts) == 1 and bad[0].failure is not None:
+        e = bad[0].failure  # a run of one file fails as that file did
+        raise e
+    lines = [f"- {v.key}: {v.failure.description if v.failure is not None else v.held}" for v in bad]
+    one = bad[0] if len(bad) == 1 else None
+    description = (f"{bad[0].key} was not published in staging: {bad[0].held}" if len(verdicts) == 1 else
+                   f"{len(bad)} of {len(verdicts)} delivered {ds.name} files of this run were not published in "
+                   "staging (the others were):\n" + "\n".join(lines))
+    raise dg.Failure(
+        description=description,
+        metadata={"error": "NotPublished", "error_kind": "terminal", "files": len(bad),
+                  "partitions": dg.MetadataValue.json([v.key for v in bad]),
+                  **({"partition": one.key, "source_file": split_partition_key(one.key)[0]} if one else {})},
+        allow_retries=False,
+    )
+
+
+def _stage(context: dg.AssetExecutionContext, platform: PlatformResource, ds: Dataset, key: str, *,
+           supersede: bool, contract, blocking: dict[str, bool], ranged: bool) -> Generator[object, None, str]:
+    """Stage one landed file, yielding its events as they happen; returns why it is held, if it is."""
+    _, staging_key, quarantine_key = keys(ds)
+    name, digest = split_partition_key(key)
+    verdicts: list[dg.AssetCheckResult] = []
+    with platform_errors(f"staging {name} ({ds.label})", source_file=name, partition=key):
+        lake = platform.lake()
+        landing, s_store, q_store = lake.zone("landing"), lake.zone("staging"), lake.zone("quarantine")
+        landed = landing_parts(ds, key)
+        if not landing.exists(*landed):
+            raise TerminalError(f"{name}: partition {key} has no landed file at {landing.uri(*landed)}")
+        version = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{context.run.run_id[:8]}"
+        tmp = (TMP_DIR, f"{key}.{version}.parquet")
+        for store in (s_store, q_store):
+            _remove_leftovers(store, key)
+        arrival_ns = landing.delivered_at_ns(*landed)
+        request = StagingRequest(
+            source_uri=landing.uri(*landed), source_name=name, contract=delivery_contract(ds, arrival_ns),
+            csv=ds.spec.source.csv, staging_uri=s_store.uri(*tmp), quarantine_uri=q_store.uri(*tmp),
+            expected_sha256=digest, event_time=ds.spec.freshness.data.event_time
+            if ds.spec.freshness and ds.spec.freshness.data else None,
+        )
+        try:
+            try:
+                result = engine_for(ds).stage(request, lake)
+            except FileRejected as e:
+                yield check_evaluation(context.instance, rejected_result(staging_key, name, e), key, blocking)
+                raise failure(e, note=f"The file stays in landing ({landing.uri(*landed)}): once the contract "
+                                      "accepts it (and the definitions are reloaded), re-execute this run "
+                                      "to stage it from there; re-executed unchanged, it fails the same way.",
+                              source_file=name, partition=key) from None
+            assert result.staging_uri and result.quarantine_uri
+            staged = _parquet_rows(lake, result.staging_uri)
+            quarantined = _parquet_rows(lake, result.quarantine_uri)
+            contract_ok = result.quarantine_ratio <= contract.max_quarantine_ratio
+            reconciled = staged + quarantined == result.rows_read
+            fresh = data_freshness_result(ds, staging_key, result.newest_event_time, arrival_ns) \
+                if DATA_FRESHNESS_CHECK in blocking else None
+            fresh_ok = fresh is None or fresh.passed or not blocking[DATA_FRESHNESS_CHECK]
+            final = partition_parts(ds, key, version)
+            s_store.publish(lake.parts_of(result.staging_uri), final)
+            q_store.publish(lake.parts_of(result.quarantine_uri), final)
+        finally:
             for store in (s_store, q_store):
                 _remove_leftovers(store, key)
-            arrival_ns = landing.delivered_at_ns(*landed)
-            data_freshness = data_freshness_spec(staging_key, partitions, ds)
-            request = StagingRequest(
-                source_uri=landing.uri(*landed), source_name=name, contract=delivery_contract(ds, arrival_ns),
-                csv=ds.spec.source.csv, staging_uri=s_store.uri(*tmp), quarantine_uri=q_store.uri(*tmp),
-                expected_sha256=digest, event_time=ds.spec.freshness.data.event_time
-                if ds.spec.freshness and ds.spec.freshness.data else None,
-            )
-            try:
-                try:
-                    result = engine_for(ds).stage(request, lake)
-                except FileRejected as e:
-                    yield rejected_result(staging_key, name, e)
-                    raise failure(e, note=f"The file stays in landing ({landing.uri(*landed)}): once the contract "
-                                          "accepts it (and the definitions are reloaded), re-execute this run "
-                                          "to stage it from there; re-executed unchanged, it fails the same way.",
-                                  source_file=name, partition=key) from None
-                assert result.staging_uri and result.quarantine_uri
-                staged = _parquet_rows(lake, result.staging_uri)
-                quarantined = _parquet_rows(lake, result.quarantine_uri)
-                contract_ok = result.quarantine_ratio <= contract.max_quarantine_ratio
-                reconciled = staged + quarantined == result.rows_read
-                fresh = data_freshness_result(ds, staging_key, result.newest_event_time, arrival_ns) \
-                    if data_freshness is not None else None
-                fresh_ok = fresh is None or fresh.passed or not data_freshness.blocking  # type: ignore[union-attr]
-                final = partition_parts(ds, key, version)
-                s_store.publish(lake.parts_of(result.staging_uri), final)
-                q_store.publish(lake.parts_of(result.quarantine_uri), final)
-            finally:
-                for store in (s_store, q_store):
-                    _remove_leftovers(store, key)
-            # One catalog transaction makes the staged and the quarantined rows visible together
-            # (a partition that failed a blocking check is held: only its quarantine is shown).
-            catalog = platform.catalog()
-            outcome = catalog.publish(PartitionVersion(
-                insight_zone=ds.insight_zone, dataset=ds.name, partition_key=key, source_file=name,
-                delivered_at_ns=arrival_ns, staging_uri=s_store.uri(*final),
-                quarantine_uri=q_store.uri(*final), passed=contract_ok and reconciled and fresh_ok, rows_staged=staged,
-                rows_quarantined=quarantined), supersede=supersede)
-            records = catalog.partitions(ds.insight_zone, ds.name)
-            referenced = {u for r in records for u in (r.version.staging_uri, r.version.quarantine_uri)}
-            for store in (s_store, q_store):
-                _remove_old_versions(store, ds, key, referenced, time.time_ns())
-            published_rows = sum(r.version.rows_staged for r in records if r.state == "published")
-            query_hint = catalog.query_hint()
-        for old in outcome.superseded:
-            for asset_key in (staging_key, quarantine_key):
-                context.log_event(dg.AssetObservation(
-                    asset_key=asset_key, partition=old,
-                    metadata={"superseded_by": key, "in_catalog": False,
-                              "reason": f"{name} was delivered again; the newer delivery {key} replaces it"}))
-            context.log.info(f"{key} supersedes {old}: the earlier delivery of {name} left the staging and "
-                             "quarantine views (it stays in landing)")
-        state_note = {
-            "published": "published: in the staging and quarantine views",
-            "held": "held: a blocking check failed, only its quarantine is in view"
-                    + ("" if not supersede else "; an earlier delivery of this file name stays in staging "
-                       "until this one is published")
-                    + f". Deliver it again corrected, or a steward decides with the job steward__{ds.id}",
-            "superseded": f"superseded on arrival by the newer delivery {outcome.superseded_by}",
-        }[outcome.state]
-        common = {"source_file": name, "partition": key, "rows_read": result.rows_read, "sha256_prefix": digest}
-        q_table = table_name("quarantine", ds.insight_zone, ds.name)
-        ready_query = {  # where to look at this file's quarantined rows, ready to paste
-            "quarantine_query": dg.MetadataValue.md(
-                f"```sql\nSELECT _source_line, _errors, *\nFROM {q_table}\nWHERE _source_file = {_sql_text(name)}\n"
-                f"ORDER BY _source_line;\n```\nRun it with `{query_hint}`."),
-        }
-        if outcome.state != "held":
-            yield dg.MaterializeResult(asset_key=staging_key, metadata={
-                **common,
-                # What the asset shows is the table as published, not this delivery alone.
-                "dagster/row_count": published_rows,
-                "rows_staged": staged,
-                "dagster/column_schema": column_schema(ds),
-                "rows_quarantined": quarantined,
-                "rows_duplicate_key": result.duplicates,
-                "quarantine_ratio": round(result.quarantine_ratio, 6),
-                "published": outcome.state == "published",
-                "catalog_state": state_note,
-                "supersedes": dg.MetadataValue.json(list(outcome.superseded)),
-                "dagster/uri": s_store.uri(*final),
-                "read_path": result.read_path,
-            })
-        yield dg.MaterializeResult(
-            asset_key=quarantine_key,
-            metadata={**common, "dagster/row_count": quarantined, "catalog_state": state_note,
-                      "violations": dg.MetadataValue.json(dict(result.violations)),
-                      "dagster/uri": q_store.uri(*final), **ready_query},
-        )
-        yield contract_result(ds, staging_key, result, contract_ok,
-                              extra={"catalog_state": state_note, "rows_staged": staged, **ready_query})
-        yield reconciliation_result(staging_key, result.rows_read, staged, quarantined)
-        if fresh is not None:
-            yield fresh
-
-    return stage
+        # One catalog transaction makes the staged and the quarantined rows visible together
+        # (a partition that failed a blocking check is held: only its quarantine is shown).
+        catalog = platform.catalog()
+        outcome = catalog.publish(PartitionVersion(
+            insight_zone=ds.insight_zone, dataset=ds.name, partition_key=key, source_file=name,
+            delivered_at_ns=arrival_ns, staging_uri=s_store.uri(*final),
+            quarantine_uri=q_store.uri(*final), passed=contract_ok and reconciled and fresh_ok, rows_staged=staged,
+            rows_quarantined=quarantined), supersede=supersede)
+        records = catalog.partitions(ds.insight_zone, ds.name)
+        referenced = {u for r in records for u in (r.version.staging_uri, r.version.quarantine_uri)}
+        for store in (s_store, q_store):
+            _remove_old_versions(store, ds, key, referenced, time.time_ns())
+        published_rows = sum(r.version.rows_staged for r in records if r.state == "published")
+        query_hint = catalog.query_hint()
+    for old in outcome.superseded:
+        for asset_key in (staging_key, quarantine_key):
+            yield dg.AssetObservation(
+                asset_key=asset_key, partition=old,
+                metadata={"superseded_by": key, "in_catalog": False,
+                          "reason": f"{name} was delivered again; the newer delivery {key} replaces it"})
+        context.log.info(f"{key} supersedes {old}: the earlier delivery of {name} left the staging and "
+                         "quarantine views (it stays in landing)")
+    state_note = {
+        "published": "published: in the staging and quarantine views",
+        "held": "held: a blocking check failed, only its quarantine is in view"
+                + ("" if not supersede else "; an earlier delivery of this file name stays in staging "
+                   "until this one is published")
+                + f". Deliver it again corrected, or a steward decides with the job steward__{ds.id}",
+        "superseded": f"superseded on arrival by the newer delivery {outcome.superseded_by}",
+    }[outcome.state]
+    common = {"source_file": name, "partition": key, "rows_read": result.rows_read, "sha256_prefix": digest}
+    q_table = table_name("quarantine", ds.insight_zone, ds.name)
+    ready_query = {  # where to look at this file's quarantined rows, ready to paste
+        "quarantine_query": dg.MetadataValue.md(
+            f"```sql\nSELECT _source_line, _errors, *\nFROM {q_table}\nWHERE _source_file = {_sql_text(name)}\n"
+            f"ORDER BY _source_line;\n```\nRun it with `{query_hint}`."),
+    }
+    if outcome.state != "held":
+        yield _materialized(staging_key, key, ranged=ranged, metadata={
+            **common,
+            # What the asset shows is the table as published, not this delivery alone.
+            "dagster/row_count": published_rows,
+            "rows_staged": staged,
+            "dagster/column_schema": column_schema(ds),
+            "rows_quarantined": quarantined,
+            "rows_duplicate_key": result.duplicates,
+            "quarantine_ratio": round(result.quarantine_ratio, 6),
+            "published": outcome.state == "published",
+            "catalog_state": state_note,
+            "supersedes": dg.MetadataValue.json(list(outcome.superseded)),
+            "dagster/uri": s_store.uri(*final),
+            "read_path": result.read_path,
+        })
+    yield _materialized(
+        quarantine_key, key, ranged=ranged,
+        metadata={**common, "dagster/row_count": quarantined, "catalog_state": state_note,
+                  "violations": dg.MetadataValue.json(dict(result.violations)),
+                  "dagster/uri": q_store.uri(*final), **ready_query},
+    )
+    verdicts = [contract_result(ds, staging_key, result, contract_ok,
+                                extra={"catalog_state": state_note, "rows_staged": staged, **ready_query}),
+                reconciliation_result(staging_key, result.rows_read, staged, quarantined),
+                *([fresh] if fresh is not None else [])]
+    for v in verdicts:
+        yield check_evaluation(context.instance, v, key, blocking)
+    failed = [v for v in verdicts if not v.passed and blocking[v.check_name]
+              and v.severity == dg.AssetCheckSeverity.ERROR]
+    if not failed:
+        return ""
+    return "; ".join(f"blocking check {v.check_name} failed" + (f": {v.description}" if v.description else "")
+                     for v in failed) + f". {state_note[0].upper()}{state_note[1:]}"
 
 
 def _sql_text(value: str) -> str:
@@ -364,12 +494,11 @@ def _sql_text(value: str) -> str:
 def build_dataset(ds: Dataset) -> DatasetDefs:
     ds.contract  # noqa: B018 - compile now: a contract that cannot stage fails the code location's load
     partitions = dg.DynamicPartitionsDefinition(name=f"{ds.id}__files")
-    landing = build_landing(ds, partitions)
-    staging = build_staging(ds, partitions)
-    landing_key, staging_key, quarantine_key = keys(ds)
+    assets = build_ingest(ds, partitions)
     job = dg.define_asset_job(
         name=f"ingest__{ds.id}",
-        selection=dg.AssetSelection.assets(landing_key, staging_key, quarantine_key),
-        description=f"Land one delivered {ds.name} file and stage it through its contract.",
+        selection=dg.AssetSelection.assets(*keys(ds)),
+        description=f"Land delivered {ds.name} files and stage each through its contract (one file a run, or "
+                    "several: a range of partitions).",
     )
-    return DatasetDefs(ds, landing, staging, job, partitions)
+    return DatasetDefs(ds, assets, job, partitions)

@@ -12,18 +12,20 @@
 """
 
 import hashlib
+import math
 import time
 from collections.abc import Iterable
 
 import dagster as dg
 
-from assets.ingest import DatasetDefs, LandingConfig, keys, landing_parts
+from assets.ingest import BatchFile, DatasetDefs, LandingConfig, landing_parts
 from assets.policies import RETRY, platform_errors
 from core.arrival import (
     SET_ASIDE_DIR,
     STALE_TEMPORARY_S,
     Cursor,
     FileEntry,
+    Request,
     SetAside,
     TickPlan,
     is_temporary,
@@ -34,6 +36,8 @@ from core.zones import Dataset
 from resources.platform import PlatformResource
 
 SENSOR_INTERVAL_S = 5
+# A run over a range of partitions (Dagster's own tags for it).
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 STRAYS_INTERVAL_S = 30
 STRAYS_SCAN_LIMIT = 10_000  # files looked at per tick outside the dataset folders
 SET_ASIDE_JOB, SET_ASIDE_OP = "set_aside_deliveries", "set_aside"
@@ -120,23 +124,49 @@ def _plan(context: dg.SensorEvaluationContext, defs: DatasetDefs, platform: Plat
     )
 
 
-def _requests(defs: DatasetDefs, plan: TickPlan, source: str) -> tuple[list[dg.RunRequest], list]:
-    """One ingest run per new file (keyed by its content: the same file is never run twice, by
-    either sensor), a set-aside run for the rest; and the partitions to add."""
+RUN_SLOTS = 2  # runs at a time on the local instance (cli's dagster.yaml): a backlog is spread over both
+
+
+def batches(requests: list[Request], files_per_run: int) -> list[list[Request]]:
+    """The new files of a tick in runs of up to ``files_per_run``, in the order they were found
+    (and their partitions added), so that each run is one contiguous range of partitions. A
+    backlog is spread over at least RUN_SLOTS runs so that no run slot idles while it lasts."""
+    if not requests:
+        return []
+    size = max(1, min(files_per_run, math.ceil(len(requests) / RUN_SLOTS)))
+    return [requests[i:i + size] for i in range(0, len(requests), size)]
+
+
+def _requests(defs: DatasetDefs, plan: TickPlan, source: str, files_per_run: int
+              ) -> tuple[list[dg.RunRequest], list]:
+    """Ingest runs for the new files (one file, or a range of partitions: several; keyed by
+    their content, so the same files are never run twice by either sensor), a set-aside run for
+    the rest; and the partitions to add, in one request so that each run's range is contiguous."""
     ds = defs.dataset
     where = f"ingress/{ds.insight_zone}/{ds.name}"
-    runs = [
-        dg.RunRequest(
+    runs = []
+    for batch in batches(plan.requests, files_per_run):
+        common = {"platform/dataset": ds.label, "platform/announced_by": source}
+        if len(batch) == 1:
+            r = batch[0]
+            runs.append(dg.RunRequest(
+                job_name=defs.job.name,  # type: ignore[attr-defined]
+                run_key=f"{ds.id}:{r.sha256}",
+                partition_key=r.partition_key,
+                run_config=defs.run_config(LandingConfig(ingress_file=r.file.name, delivered_at_ns=r.file.mtime_ns)),
+                tags={"platform/source_file": r.file.name, "platform/sha256": r.sha256, **common},
+            ))
+            continue
+        ident = hashlib.sha256("|".join(r.sha256 for r in batch).encode()).hexdigest()[:16]
+        runs.append(dg.RunRequest(
             job_name=defs.job.name,  # type: ignore[attr-defined]
-            run_key=f"{ds.id}:{r.sha256}",
-            partition_key=r.partition_key,
-            run_config=dg.RunConfig(ops={"__".join(keys(ds)[0].path): LandingConfig(
-                ingress_file=r.file.name, delivered_at_ns=r.file.mtime_ns)}),
-            tags={"platform/source_file": r.file.name, "platform/sha256": r.sha256, "platform/dataset": ds.label,
-                  "platform/announced_by": source},
-        )
-        for r in plan.requests
-    ]
+            run_key=f"{ds.id}:batch:{ident}",
+            run_config=defs.run_config(LandingConfig(batch=[
+                BatchFile(partition_key=r.partition_key, ingress_file=r.file.name, delivered_at_ns=r.file.mtime_ns)
+                for r in batch])),
+            tags={RANGE_START: batch[0].partition_key, RANGE_END: batch[-1].partition_key,
+                  "platform/files": str(len(batch)), "platform/first_file": batch[0].file.name, **common},
+        ))
     if plan.set_aside:
         runs.append(_aside_request(ds.id, [((ds.insight_zone, ds.name), s, ds.label) for s in plan.set_aside], where))
     adds = [defs.partitions.build_add_request([r.partition_key for r in plan.requests])] if plan.requests else []
@@ -170,7 +200,7 @@ def build_sensor(defs: DatasetDefs) -> dg.SensorDefinition:
             plan = _plan(context, defs, platform, listing, cursor, settle_seconds=env.sensors.settle_seconds)
         for line in plan.log_lines(where):
             context.log.info(line)
-        runs, adds = _requests(defs, plan, "listing")
+        runs, adds = _requests(defs, plan, "listing", env.sensors.files_per_run)
         if env.ingress.events is not None and plan.requests:
             context.log.warning(f"the sweep found {len(plan.requests)} file(s) in {where} no event announced "
                                 "(a notification lost or late): requested now")
@@ -227,7 +257,7 @@ def build_events_sensor(all_defs: list[DatasetDefs]) -> dg.SensorDefinition:
                 if plan.waiting:  # acknowledged all the same: the sweep requests them
                     context.log.info(f"ingress/{'/'.join(folder)}: {len(plan.waiting)} announced file(s) left for "
                                      "the next sweep (over this tick's budget, or dated ahead of this clock)")
-                r, a = _requests(defs, plan, "event")
+                r, a = _requests(defs, plan, "event", platform.env().sensors.files_per_run)
                 runs += r
                 adds += a
             # Acknowledged once decided. Should the tick's result then be lost, the sweep finds the files.

@@ -13,6 +13,9 @@ import warnings
 
 import dagster as dg
 
+# Not exported by Dagster 1.13: the pointer from a check's verdict to the materialisation it judged.
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
+
 from core.errors import FileRejected
 from core.markdown import bullet_list
 from core.zones import Dataset
@@ -80,4 +83,23 @@ def reconciliation_result(staging_key: dg.AssetKey, rows_read: int, staged: int,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"rows_read": rows_read, "rows_staged": staged, "rows_quarantined": quarantined},
         description=None if reconciled else f"rows read {rows_read} != staged {staged} + quarantined {quarantined}",
+    )
+
+
+def check_evaluation(instance: dg.DagsterInstance, result: dg.AssetCheckResult, partition: str,
+                     blocking: dict[str, bool]) -> dg.AssetCheckEvaluation:
+    """``result`` as the verdict on one partition. A step may stage several files (a range of
+    partitions), and Dagster 1.13 records an ``AssetCheckResult`` of a ranged step without its
+    partition; an evaluation carries it, and points at the partition's latest materialisation (the
+    one the step has just recorded, when it did) as Dagster's own conversion does."""
+    assert result.check_name is not None and result.asset_key is not None
+    latest = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=result.asset_key, asset_partitions=[partition]), limit=1).records
+    return dg.AssetCheckEvaluation(
+        asset_key=result.asset_key, check_name=result.check_name, passed=result.passed,
+        metadata=result.metadata, severity=result.severity, description=result.description,
+        blocking=blocking[result.check_name], partition=partition,
+        target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
+            storage_id=latest[0].storage_id, run_id=latest[0].run_id, timestamp=latest[0].timestamp)
+        if latest else None,
     )

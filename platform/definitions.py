@@ -7,6 +7,7 @@ run time."""
 import dagster as dg
 
 from assets.alerting import build_alerting_sensor
+from assets.compaction import build_compaction
 from assets.dbt import build_dbt_assets
 from assets.ingest import build_dataset
 from assets.operations import build_operations
@@ -19,11 +20,13 @@ from resources.platform import PlatformResource
 datasets = [build_dataset(ds) for ds in all_datasets()]
 modelled = [build_dbt_assets(), *build_serving_assets(load_zones())]
 operations, operations_job, operations_schedule = build_operations(load_zones())
+compaction_job, compaction_schedule = build_compaction([d.dataset for d in datasets])
 
 defs = dg.Definitions(
-    assets=[a for d in datasets for a in (d.landing, d.staging)] + modelled + operations,
-    schedules=[operations_schedule],
-    jobs=[*(d.job for d in datasets), *(build_steward_job(d) for d in datasets), set_aside_job, operations_job],
+    assets=[d.assets for d in datasets] + modelled + operations,
+    schedules=[operations_schedule, compaction_schedule],
+    jobs=[*(d.job for d in datasets), *(build_steward_job(d) for d in datasets), set_aside_job, operations_job,
+          compaction_job],
     sensors=[
         *(build_sensor(d) for d in datasets),
         build_strays_sensor([d.dataset for d in datasets]),

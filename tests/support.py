@@ -111,14 +111,13 @@ def ingest(
     key = partition_key(path.name, hashlib.sha256(path.read_bytes()).hexdigest())
     instance = instance or dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(defs.partitions.name, [key])
-    landing_op = "__".join(defs.landing.key.path)
     result = dg.materialize(
-        [defs.landing, defs.staging, *(extra_assets or [])],
+        [defs.assets, *(extra_assets or [])],
         partition_key=key,
         instance=instance,
         resources={"platform": PlatformResource(environment="local", home=str(home))},
-        run_config=dg.RunConfig(ops={landing_op: LandingConfig(
-            ingress_file=path.name, delivered_at_ns=delivered_at_ns or path.stat().st_mtime_ns)}),
+        run_config=defs.run_config(LandingConfig(
+            ingress_file=path.name, delivered_at_ns=delivered_at_ns or path.stat().st_mtime_ns)),
         raise_on_error=False,
     )
     return Ingested(result, key, path)
@@ -154,3 +153,26 @@ def view_files(home: Path, table: str) -> set[Path]:
 def published_file(ing: Ingested, zone: str) -> Path:
     """The file a run published for its partition in ``zone`` (staging or quarantine)."""
     return Path(str(ing.materializations()[zone].metadata["dagster/uri"].value))
+
+
+def execute_request(defs: DatasetDefs, req: dg.RunRequest, instance: dg.DagsterInstance,
+                    platform: PlatformResource, raise_on_error: bool = False) -> dg.ExecuteInProcessResult:
+    """Run a sensor's ingest request in process as the daemon would: one partition, or a range
+    of them (several files in one run)."""
+    cfg = req.run_config["ops"][defs.op_name]["config"]
+    ranged = {k: v for k, v in req.tags.items() if k.startswith("dagster/asset_partition_range_")}
+    return dg.materialize([defs.assets], partition_key=req.partition_key, instance=instance, tags=ranged or None,
+                          resources={"platform": platform}, raise_on_error=raise_on_error,
+                          run_config=defs.run_config(LandingConfig(**cfg)))
+
+
+def file_verdicts(instance: dg.DagsterInstance, defs: DatasetDefs, check: str = "contract") -> dict[str, bool]:
+    """Partition → whether its latest ``check`` passed, from the check-execution index (what the
+    UI and the alerting sensor read)."""
+    staging = next(k for k in defs.assets.keys if k.path[0] == "staging")
+    out: dict[str, bool] = {}
+    history = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(staging, check), limit=1000)
+    for rec in history:
+        if rec.partition is not None and rec.partition not in out and rec.status.value in ("SUCCEEDED", "FAILED"):
+            out[rec.partition] = rec.status.value == "SUCCEEDED"
+    return out

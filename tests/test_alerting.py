@@ -222,8 +222,9 @@ def test_a_failed_run_alerts_once_unless_a_failed_check_already_did_and_its_next
     key = partition_key(zones.name, hashlib.sha256(zones.read_bytes()).hexdigest())
     instance.add_dynamic_partitions(defs.partitions.name, [key])
     # Landing with nothing in ingress and no file named: a terminal error, no check involved.
-    failed = dg.materialize([defs.landing], partition_key=key, instance=instance, raise_on_error=False,
-                            resources={"platform": platform})
+    landing = next(k for k in defs.assets.keys if k.path[0] == "landing")
+    failed = dg.materialize([defs.assets], selection=[landing], partition_key=key, instance=instance,
+                            raise_on_error=False, resources={"platform": platform})
     assert not failed.success
     assert not ingest(home, "finance__expense_reports", BAD, instance=instance).success  # fails on its check
     cursor = _tick(instance, platform, None)

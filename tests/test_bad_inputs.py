@@ -261,9 +261,9 @@ def test_a_rejected_run_re_executed_after_the_fix_stages_the_landed_bytes(home: 
             update={"columns": fixed_columns})}))
         defs = dataset_defs(fixed)
         again = dg.materialize(
-            [defs.landing, defs.staging], partition_key=ing.partition_key, instance=instance, raise_on_error=False,
+            [defs.assets], partition_key=ing.partition_key, instance=instance, raise_on_error=False,
             resources={"platform": PlatformResource(environment="local", home=str(home))},
-            run_config=dg.RunConfig(ops={"__".join(defs.landing.key.path): LandingConfig(ingress_file=name)}))
+            run_config=defs.run_config(LandingConfig(ingress_file=name)))
     assert again.success
     assert count(home, YELLOW, "staging", name) == YELLOW.rows
 

@@ -136,7 +136,8 @@ def test_the_demo_serves_the_samples_from_the_stand_ins_under_dagster_dev(monkey
         pii_key = secrets.get(env.secrets.pii_key).get_secret_value()
         # Every byte Dagster kept (event log, run storage, compute logs): the secrets are in none.
         kept = [f for f in dagster_home.rglob("*") if f.is_file()]
-        assert any(b"stage__mobility__yellow_trips" in f.read_bytes() for f in kept)  # the scan reads the event log
+        # The scan reads the event log.
+        assert any(b"land_and_stage__mobility__yellow_trips" in f.read_bytes() for f in kept)
         leaks = [f for f in kept if password.encode() in (data := f.read_bytes()) or pii_key.encode() in data]
         assert leaks == []
         load_environment.cache_clear()

@@ -100,7 +100,7 @@ def test_samples_flow_through_dagster_dev(dev: DagsterDev):
     reasons = {n: dev.failure_reason(r["runId"]) for n, r in runs.items() if r["status"] != "SUCCESS"}
     assert {n: r["status"] for n, r in runs.items()} == expected_status, reasons
     print(f"[e2e] {BAD_TRIPS} failed as expected: {reasons[BAD_TRIPS][:300]}")
-    assert reasons[BAD_TRIPS].startswith("stage__mobility__yellow_trips"), reasons  # landed, then rejected
+    assert reasons[BAD_TRIPS].startswith("land_and_stage__mobility__yellow_trips"), reasons  # landed, then rejected
 
     # -- blocking checks on staging/mobility/staging_yellow_trips, per partition ---------------------
     # The check specs declare no partitions_def, so Dagster records executions unpartitioned

@@ -170,7 +170,7 @@ def test_the_data_freshness_check_is_blocking_only_at_severity_error() -> None:
 
     for severity, blocking in (("error", True), ("warn", False)):
         defs = build_dataset(trips_with(event_time="pickup_at", max_age_hours=48, severity=severity))
-        [spec] = [s for s in defs.staging.check_specs if s.name == "data_freshness"]
+        [spec] = [s for s in defs.assets.check_specs if s.name == "data_freshness"]
         assert spec.blocking is blocking
 
 

@@ -123,7 +123,7 @@ def test_rejected_file_fails_the_blocking_check_and_stays_in_landing(home: Path)
 def _downstream(dataset_id: str) -> dg.AssetsDefinition:
     defs = dataset_defs(dataset_id)
 
-    @dg.asset(key=["ods", "test", "ods_downstream"], deps=[k for k in defs.staging.keys if k.path[0] == "staging"],
+    @dg.asset(key=["ods", "test", "ods_downstream"], deps=[k for k in defs.assets.keys if k.path[0] == "staging"],
               partitions_def=defs.partitions)
     def downstream() -> None:
         return None
@@ -262,10 +262,9 @@ def test_file_changed_after_pickup_is_not_landed_and_stays_in_ingress(home: Path
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(defs.partitions.name, [key])
         result = dg.materialize(
-            [defs.landing, defs.staging], partition_key=key, instance=instance, raise_on_error=False,
+            [defs.assets], partition_key=key, instance=instance, raise_on_error=False,
             resources={"platform": PlatformResource(environment="local", home=str(home))},
-            run_config=dg.RunConfig(ops={"landing__mobility__landing_taxi_zones":
-                                         LandingConfig(ingress_file=path.name)}),
+            run_config=defs.run_config(LandingConfig(ingress_file=path.name)),
         )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")

@@ -183,7 +183,7 @@ def test_sensor_on_a_real_folder_and_instance(home: Path) -> None:
         assert req.run_key == f"mobility__yellow_trips:{sha}"
         assert req.partition_key == partition_key(sample.name, sha)
         assert req.tags["platform/source_file"] == sample.name
-        landing_config = req.run_config["ops"]["landing__mobility__landing_yellow_trips"]["config"]
+        landing_config = req.run_config["ops"]["land_and_stage__mobility__yellow_trips"]["config"]
         assert landing_config["ingress_file"] == sample.name
         assert landing_config["delivered_at_ns"] == (ingress / sample.name).stat().st_mtime_ns
         assert result.dynamic_partitions_requests[0].partition_keys == [req.partition_key]

@@ -90,8 +90,10 @@ def test_a_released_delivery_is_published_flows_downstream_and_closes_its_incide
     held = ingest(home, "mobility__yellow_trips", held_trips(), name="yellow_tripdata_2021-02.csv", instance=instance)
     assert not held.success and catalog_states(home, "mobility__yellow_trips") == {held.partition_key: "held"}
     # Held: not materialised in staging (the partition shows as failed, not green); the check says why.
-    assert [m.asset_key for m in held.result.asset_materializations_for_node("stage__mobility__yellow_trips")] \
-        == [dg.AssetKey(["quarantine", "mobility", "quarantine_yellow_trips"])]
+    node = "land_and_stage__mobility__yellow_trips"
+    assert [m.asset_key for m in held.result.asset_materializations_for_node(node)] == [
+        dg.AssetKey(["landing", "mobility", "landing_yellow_trips"]),
+        dg.AssetKey(["quarantine", "mobility", "quarantine_yellow_trips"])]
     [contract] = [c for c in held.result.get_asset_check_evaluations() if c.check_name == "contract"]
     staged = contract.metadata["rows_staged"].value  # the 30 broken and the sample's own 4 are out
     assert staged == 780 - 30 - 4

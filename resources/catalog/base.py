@@ -25,6 +25,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal
 
+from core.errors import NotAvailable
+
 State = Literal["published", "held", "superseded"]
 
 
@@ -91,6 +93,23 @@ class Catalog(ABC):
     def query_hint(self) -> str:
         """Where a person runs the SQL the platform suggests (check metadata, alerts)."""
         return "the environment's catalog"
+
+    # -- compaction (engine.compaction): several deliveries served from one file ----------------
+    can_compact = False
+
+    def compacted_uris(self, insight_zone: str, dataset: str) -> set[str]:
+        return set()
+
+    def swap_in_compacted(self, insight_zone: str, dataset: str, members: list[PartitionRecord],
+                          staging_uri: str, quarantine_uri: str) -> list[str]:
+        raise NotAvailable(f"{self!r} serves each delivery from its own files (a Glue partition is one "
+                           "delivery's folder): compacting them is not available on this catalog yet")
+
+    def retired_files(self, insight_zone: str, dataset: str, before_ns: int) -> list[str]:
+        return []
+
+    def forget_retired(self, insight_zone: str, dataset: str, uris: list[str]) -> None:
+        return None
 
     def referenced_uris(self, insight_zone: str, dataset: str) -> set[str]:
         return {u for r in self.partitions(insight_zone, dataset)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from core.names import HASH_CHARS, PARTITION_KEY, quote_ident, quote_literal, schema_name, split_partition_key
 from resources.catalog.base import Catalog, PartitionRecord, PartitionVersion, PublishOutcome, resolve_states
@@ -34,6 +35,17 @@ CREATE TABLE IF NOT EXISTS {_TABLE} (
     PRIMARY KEY (insight_zone, dataset, partition_key)
 )"""
 
+
+# Which deliveries each compacted file holds (engine.compaction), by zone: what a view must leave
+# out of such a file when one of them is no longer in view (re-staged, superseded); and the file
+# each delivery was read from before, removed once no reader can still be reading it.
+_COMPACTED = "meta.compacted"
+_COMPACTED_DDL = f"""
+CREATE TABLE IF NOT EXISTS {_COMPACTED} (
+    insight_zone VARCHAR NOT NULL, dataset VARCHAR NOT NULL, zone VARCHAR NOT NULL, uri VARCHAR NOT NULL,
+    partition_key VARCHAR NOT NULL, replaced_uri VARCHAR, compacted_at_ns BIGINT NOT NULL,
+    PRIMARY KEY (zone, uri, partition_key)
+)"""
 
 _FILE = "_platform_file"  # read_parquet's file-name column, never shown: only its partition key is
 
@@ -174,20 +186,145 @@ class DuckDBCatalog(Catalog):
         state, by = states[v.partition_key]
         return PublishOutcome(state=state, superseded=newly, superseded_by=by)
 
+    def refresh_views(self, insight_zone: str, dataset: str) -> None:
+        """Rebuild a dataset's two views from its records (they always match; this repairs a view
+        dropped or edited by hand)."""
+        con = self._connect(read_only=False)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            con.execute(_DDL)
+            self._refresh_views(con, insight_zone, dataset)
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
     def _refresh_views(self, con: duckdb.DuckDBPyConnection, insight_zone: str, dataset: str) -> None:
         records = _records(con, insight_zone, dataset)
+        con.execute(_COMPACTED_DDL)
+        compacted: dict[str, set[str]] = {}  # uri → the deliveries it holds
+        for uri, key in con.execute(f"SELECT uri, partition_key FROM {_COMPACTED} WHERE insight_zone = ? AND "
+                                    "dataset = ?", [insight_zone, dataset]).fetchall():
+            compacted.setdefault(uri, set()).add(key)
         wanted = {
-            "staging": [r.version.staging_uri for r in records if r.state == "published"],
-            "quarantine": [r.version.quarantine_uri for r in records if r.state in ("published", "held")],
+            "staging": [(r.version.staging_uri, r.version.partition_key) for r in records if r.state == "published"],
+            "quarantine": [(r.version.quarantine_uri, r.version.partition_key) for r in records
+                           if r.state in ("published", "held")],
         }
-        for zone, uris in wanted.items():
+        for zone, in_view in wanted.items():
             schema = schema_name(zone, insight_zone)
             name = f"{quote_ident(schema)}.{quote_ident(dataset)}"
-            if uris:
+            if in_view:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
-                con.execute(f"CREATE OR REPLACE VIEW {name} AS {view_sql(uris)}")
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS {view_sql_with(in_view, compacted)}")
             else:
                 con.execute(f"DROP VIEW IF EXISTS {name}")
+
+    # -- compaction -------------------------------------------------------------------------------
+    can_compact = True
+
+    def compacted_uris(self, insight_zone: str, dataset: str) -> set[str]:
+        if not self.path.exists():
+            return set()
+        con = self._connect(read_only=True)
+        try:
+            if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'meta' AND "
+                               "table_name = 'compacted'").fetchone()[0]:  # type: ignore[index]
+                return set()
+            rows = con.execute(f"SELECT DISTINCT uri FROM {_COMPACTED} WHERE insight_zone = ? AND dataset = ?",
+                               [insight_zone, dataset]).fetchall()
+        finally:
+            con.close()
+        return {u for (u,) in rows}
+
+    def swap_in_compacted(self, insight_zone: str, dataset: str, members: list[PartitionRecord],
+                          staging_uri: str, quarantine_uri: str) -> list[str]:
+        """Point ``members`` at the compacted files, in one transaction with both views; a member
+        whose record changed since it was read (re-staged, superseded) keeps its record, and its
+        rows in the compacted files stay out of view. Returns the keys now served from them."""
+        con = self._connect(read_only=False)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(_COMPACTED_DDL)
+                now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+                con.register("_members", pa.table({
+                    "partition_key": [m.version.partition_key for m in members],
+                    "staging_uri": [m.version.staging_uri for m in members],
+                    "quarantine_uri": [m.version.quarantine_uri for m in members]}))
+                swapped = {k for (k,) in con.execute(
+                    f"UPDATE {_TABLE} AS p SET staging_uri = ?, quarantine_uri = ?, updated_at = ? FROM _members m "
+                    "WHERE p.insight_zone = ? AND p.dataset = ? AND p.partition_key = m.partition_key "
+                    "AND p.staging_uri = m.staging_uri AND p.quarantine_uri = m.quarantine_uri "
+                    "AND p.state = 'published' RETURNING p.partition_key",
+                    [staging_uri, quarantine_uri, now, insight_zone, dataset]).fetchall()}
+                con.unregister("_members")
+                # Every delivery the files hold, swapped or not: what the views must know of them.
+                at = time.time_ns()
+                pairs = (("staging", staging_uri, lambda v: v.staging_uri),
+                         ("quarantine", quarantine_uri, lambda v: v.quarantine_uri))
+                rows = [(zone, uri, m.version.partition_key, old(m.version) if m.version.partition_key in swapped
+                         else None) for m in members for zone, uri, old in pairs]
+                con.register("_held", pa.table({"zone": [r[0] for r in rows], "uri": [r[1] for r in rows],
+                                                 "partition_key": [r[2] for r in rows],
+                                                 "replaced_uri": pa.array([r[3] for r in rows], pa.string())}))
+                con.execute(f"INSERT OR REPLACE INTO {_COMPACTED} SELECT ?, ?, zone, uri, partition_key, replaced_uri, "
+                            "? FROM _held", [insight_zone, dataset, at])
+                con.unregister("_held")
+                self._refresh_views(con, insight_zone, dataset)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.close()
+        return sorted(swapped)
+
+    def retired_files(self, insight_zone: str, dataset: str, before_ns: int) -> list[str]:
+        """Files that deliveries were read from before a compaction that is older than
+        ``before_ns``, and that no record points at any more: safe to remove."""
+        if not self.compacted_uris(insight_zone, dataset):
+            return []
+        con = self._connect(read_only=True)
+        try:
+            rows = con.execute(
+                f"SELECT DISTINCT c.replaced_uri FROM {_COMPACTED} c WHERE c.insight_zone = ? AND c.dataset = ? "
+                "AND c.replaced_uri IS NOT NULL AND c.compacted_at_ns < ? AND NOT EXISTS (SELECT 1 FROM "
+                f"{_TABLE} p WHERE p.staging_uri = c.replaced_uri OR p.quarantine_uri = c.replaced_uri)",
+                [insight_zone, dataset, before_ns]).fetchall()
+        finally:
+            con.close()
+        return sorted(u for (u,) in rows)
+
+    def forget_retired(self, insight_zone: str, dataset: str, uris: list[str]) -> None:
+        if not uris:
+            return
+        con = self._connect(read_only=False)
+        try:
+            con.executemany(f"UPDATE {_COMPACTED} SET replaced_uri = NULL WHERE insight_zone = ? AND dataset = ? "
+                            "AND replaced_uri = ?", [[insight_zone, dataset, u] for u in uris])
+        finally:
+            con.close()
+
+
+def view_sql_with(in_view: list[tuple[str, str]], compacted: dict[str, set[str]]) -> str:
+    """The view over (file, delivery) pairs in view: per-delivery files as ``view_sql``; compacted
+    files, which carry ``_partition_key`` as a column, read whole where every delivery they hold is
+    in view, and without those that are not (re-staged or superseded after compaction)."""
+    single = [u for u, _ in in_view if u not in compacted]
+    showing: dict[str, set[str]] = {}
+    for uri, key in in_view:
+        if uri in compacted:
+            showing.setdefault(uri, set()).add(key)
+    parts = [view_sql(single)] if single else []
+    whole = sorted(u for u, keys in showing.items() if keys >= compacted[u])
+    if whole:
+        parts.append(f"SELECT * FROM read_parquet([{', '.join(quote_literal(u) for u in whole)}], "
+                     "union_by_name = true)")
+    for uri in sorted(set(showing) - set(whole)):
+        keys = ", ".join(quote_literal(k) for k in sorted(showing[uri]))
+        parts.append(f"SELECT * FROM read_parquet([{quote_literal(uri)}], union_by_name = true) "
+                     f"WHERE {PARTITION_KEY} IN ({keys})")
+    return "\nUNION ALL BY NAME\n".join(parts)
 
 
 def _record(row: tuple) -> PartitionRecord:

@@ -156,5 +156,9 @@ class Lake:
         store, parts = self._locate(uri)
         store.delete(*parts)
 
+    def exists(self, uri: str) -> bool:
+        store, parts = self._locate(uri)
+        return store.exists(*parts)
+
     def parts_of(self, uri: str) -> tuple[str, ...]:
         return self._locate(uri)[1]

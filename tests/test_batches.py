@@ -1,0 +1,179 @@
+"""Several delivered files in one run (a range of partitions): what the sensor requests, and that
+every file keeps its own verdicts, materialisations, catalog state and alerts, on a real Dagster
+instance (the SQLite storage ``make run`` uses) and the real local lake."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from support import SAMPLES, dataset_defs, execute_request, file_verdicts, load_definitions_module, query
+
+import engine
+from assets.sensors import RANGE_END, RANGE_START, batches
+from cli.generate import expenses
+from core.arrival import FileEntry, Request
+from core.errors import ResourceBusy
+from resources.platform import PlatformResource
+
+DATASET = "finance__expense_reports"
+REJECTED = SAMPLES / "finance" / "expense_reports" / "expenses_2026-11-19.csv"  # lost its currency column
+
+
+def _requests(n: int) -> list[Request]:
+    return [Request(FileEntry(f"f{i}.csv", f"f{i}.csv", 1, i), f"{i:064x}", f"f{i}.csv@{i:016x}") for i in range(n)]
+
+
+@pytest.mark.parametrize(("files", "per_run", "sizes"), [
+    (0, 50, []),
+    (1, 50, [1]),
+    (2, 50, [1, 1]),          # two run slots: two runs of one
+    (5, 50, [3, 2]),
+    (500, 50, [50] * 10),
+    (7, 1, [1] * 7),          # files_per_run 1: a run per file
+    (101, 50, [50, 50, 1]),
+])
+def test_batches_keep_the_order_and_use_both_run_slots(files: int, per_run: int, sizes: list[int]) -> None:
+    requests = _requests(files)
+    out = batches(requests, per_run)
+    assert [len(b) for b in out] == sizes
+    assert [r for b in out for r in b] == requests  # contiguous and in the order the partitions are added
+
+
+@pytest.fixture
+def instance():
+    with tempfile.TemporaryDirectory() as d, dg.instance_for_test(temp_dir=d) as inst:
+        yield inst
+
+
+def _deliver(home: Path) -> tuple[Path, dict[str, int]]:
+    """Six good files, one held (a third of its lines broken), one rejected, settled in ingress;
+    returns the folder and the good files' line counts."""
+    ingress = home / "ingress" / "finance" / "expense_reports"
+    ingress.mkdir(parents=True)
+    good = {}
+    for n in range(6):
+        path = expenses(ingress / f"expenses_2026-10-{n + 1:02d}.csv", reports=3, seed=100 + n, error_rate=0)
+        good[path.name] = len(path.read_text().splitlines()) - 1
+    expenses(ingress / "expenses_2026-10-20.csv", reports=6, seed=7, error_rate=0.35)
+    (ingress / REJECTED.name).write_bytes(REJECTED.read_bytes())
+    old = time.time() - 60
+    for p in ingress.iterdir():
+        os.utime(p, (old, old))
+    return ingress, good
+
+
+def _tick(sensor_name: str, instance: dg.DagsterInstance, platform: PlatformResource, cursor: str | None = None):
+    sensor = next(s for s in load_definitions_module().defs.sensors if s.name == sensor_name)
+    result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources={"platform": platform}))
+    for req in getattr(result, "dynamic_partitions_requests", None) or []:
+        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    return result
+
+
+def test_a_batch_run_gives_every_file_its_own_verdicts_states_and_alerts(home: Path, instance) -> None:
+    platform = PlatformResource(environment="local", home=str(home))
+    defs = dataset_defs(DATASET)
+    ingress, good = _deliver(home)
+    result = _tick(f"{DATASET}__ingress", instance, platform)
+    runs = [r for r in result.run_requests if r.job_name == defs.job.name]
+    # Eight new files: two runs of four (both run slots), each a contiguous range of the partitions
+    # the tick added, in order.
+    keys = instance.get_dynamic_partitions(defs.partitions.name)
+    assert len(keys) == 8 and [r.tags["platform/files"] for r in runs] == ["4", "4"]
+    assert [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in runs] == [(keys[0], keys[3]), (keys[4], keys[7])]
+    assert all(r.partition_key is None for r in runs)
+    files = {f["partition_key"]: f["ingress_file"] for r in runs
+             for f in r.run_config["ops"][defs.op_name]["config"]["batch"]}
+    assert sorted(files.values()) == sorted(p.name for p in ingress.iterdir())
+
+    outcomes = [execute_request(defs, r, instance, platform) for r in runs]
+    by_name = {name: key for key, name in files.items()}
+    held, rejected = by_name["expenses_2026-10-20.csv"], by_name[REJECTED.name]
+    # Every file has its own contract verdict on its own partition, as the UI and alerting read them.
+    assert file_verdicts(instance, defs) == {k: k not in (held, rejected) for k in keys}
+    assert file_verdicts(instance, defs, "reconciliation") == {k: True for k in keys if k != rejected}
+    # No verdict without a partition (what a ranged run's AssetCheckResult would have left).
+    staging = dg.AssetKey(["staging", "finance", "staging_expense_reports"])
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(staging, "contract"), limit=100)
+    assert sorted(r.partition for r in history) == sorted(keys)
+    assert {r.status.value for r in history} == {"SUCCEEDED", "FAILED"}
+    # Materialised per partition: landing for all but none lost, staging for the published only.
+    assert instance.get_materialized_partitions(staging) == {k for k in keys if k not in (held, rejected)}
+    landing = dg.AssetKey(["landing", "finance", "landing_expense_reports"])
+    assert instance.get_materialized_partitions(landing) == set(keys)
+    assert list(ingress.iterdir()) == []  # every file's bytes are in landing
+    # Each row count is the file's own, not the batch's.
+    for out in outcomes:
+        for ev in out.get_asset_materialization_events():
+            m = ev.event_specific_data.materialization
+            if m.asset_key == staging:
+                assert m.metadata["rows_staged"].value == good[files[m.partition]]
+    # Both runs fail, each naming its files that were not published and why; the others were.
+    with_bad = [o for o, r in zip(outcomes, runs, strict=True) if {held, rejected} & {
+        f["partition_key"] for f in r.run_config["ops"][defs.op_name]["config"]["batch"]}]
+    assert [o for o in outcomes if not o.success] == with_bad
+    messages = "\n".join(e.event_specific_data.error.message for o in with_bad for e in o.all_events
+                         if e.event_type_value == "STEP_FAILURE")
+    assert f"{held}: blocking check contract failed" in messages and "Held: a blocking check failed" in messages
+    assert f"{rejected}: {REJECTED.name} rejected for dataset finance.expense_reports" in messages
+    bad_here = 2 if len(with_bad) == 1 else 1
+    assert f"{bad_here} of 4 delivered expense_reports files of this run were not published" in messages
+    # The catalog holds exactly the six good files; nothing lost of the held one.
+    states = dict(query(home, "select partition_key, state from meta.partitions"))
+    assert states == {**{k: "published" for k in keys if k not in (held, rejected)}, held: "held"}
+    assert query(home, "select count(*) from staging_finance.expense_reports") == [(sum(good.values()),)]
+    held_rows = query(home, "select rows_staged + rows_quarantined from meta.partitions where partition_key = ?",
+                      [held])[0][0]
+    assert held_rows == len((home / "lake" / "landing" / "finance" / "expense_reports" / held /
+                             "expenses_2026-10-20.csv").read_text().splitlines()) - 1
+    # Alerting opens one incident per bad file, naming it.
+    _tick("alerts", instance, platform)
+    alerts = [json.loads(x) for x in (home / "alerts" / "alerts.jsonl").read_text().splitlines()]
+    assert sorted((a["kind"], a["check"], a["source_file"]) for a in alerts) == [
+        ("opened", "contract", "expenses_2026-10-20.csv"), ("opened", "contract", REJECTED.name)]
+
+
+def test_a_retried_batch_does_not_stage_its_files_twice(home: Path, instance, monkeypatch) -> None:
+    """A transient error on the second file of a run retries the step; the file staged before it
+    is not staged again. (The error is injected: a lock held by another process, for one call.)"""
+    platform = PlatformResource(environment="local", home=str(home))
+    defs = dataset_defs(DATASET)
+    ingress = home / "ingress" / "finance" / "expense_reports"
+    ingress.mkdir(parents=True)
+    for n in range(4):
+        expenses(ingress / f"expenses_2026-09-{n + 1:02d}.csv", reports=2, seed=200 + n, error_rate=0)
+    keys_files = sorted(ingress.iterdir())
+    old = time.time() - 60
+    for p in keys_files:
+        os.utime(p, (old, old))
+    real, calls = engine.engine_for, []
+
+    class Flaky:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def stage(self, request, lake):
+            calls.append(request.source_name)
+            if len(calls) == 2:
+                raise ResourceBusy(f"{request.source_name}: the lake is busy (injected)")
+            return self.inner.stage(request, lake)
+
+    monkeypatch.setattr("assets.ingest.engine_for", lambda ds: Flaky(real(ds)))
+    result = _tick(f"{DATASET}__ingress", instance, platform)
+    first, second = [r for r in result.run_requests if r.job_name == defs.job.name]
+    out = execute_request(defs, first, instance, platform)
+    assert out.success and execute_request(defs, second, instance, platform).success
+    names = [p.name for p in keys_files]
+    assert calls == [names[0], names[1], names[1], names[2], names[3]]  # the first was not staged again
+    staged = [e.event_specific_data.materialization.partition for e in out.get_asset_materialization_events()
+              if e.event_specific_data.materialization.asset_key.path[0] == "staging"]
+    assert len(staged) == 2 and len(set(staged)) == 2
+    assert query(home, "select count(*) from meta.partitions where state = 'published'") == [(4,)]
+
