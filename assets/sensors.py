@@ -1,7 +1,8 @@
 """The sensors over the ingress area, and the job that sets deliveries aside.
 
-- one file-arrival sensor per dataset, over ``ingress/<insight_zone>/<dataset>/``: a run of the
-  dataset's ingest job per new file (the decision is ``core.arrival.plan_tick``);
+- one file-arrival sensor per dataset, over ``ingress/<insight_zone>/<dataset>/``: runs of the
+  dataset's ingest job for the new files (the decision is ``core.arrival.plan_tick``), one file
+  or, where a tick finds several, a range of their partitions per run (``batches``);
 - ``ingress__strays``: files anywhere else in the ingress area (an unknown folder, a subfolder of a
   dataset's folder, the ingress root itself), which no dataset sensor would ever see;
 - ``set_aside_deliveries``: moves files the platform will not process to
@@ -33,6 +34,7 @@ from core.arrival import (
 )
 from core.names import asset_path
 from core.zones import Dataset
+from resources.environment import SensorConfig
 from resources.platform import PlatformResource
 
 SENSOR_INTERVAL_S = 5
@@ -127,17 +129,19 @@ def _plan(context: dg.SensorEvaluationContext, defs: DatasetDefs, platform: Plat
 RUN_SLOTS = 2  # runs at a time on the local instance (cli's dagster.yaml): a backlog is spread over both
 
 
-def batches(requests: list[Request], files_per_run: int) -> list[list[Request]]:
-    """The new files of a tick in runs of up to ``files_per_run``, in the order they were found
-    (and their partitions added), so that each run is one contiguous range of partitions. A
-    backlog is spread over at least RUN_SLOTS runs so that no run slot idles while it lasts."""
-    if not requests:
-        return []
+def batches(requests: list[Request], files_per_run: int, batch_above: int) -> list[list[Request]]:
+    """The new files of a tick as runs. Up to ``batch_above`` files get a run each (each its own
+    run status, re-execution and run-failure alert; the run slots start them within seconds);
+    a backlog goes in runs of up to ``files_per_run``, in the order the files were found (and
+    their partitions added), so that each run is one contiguous range of partitions, spread over
+    at least RUN_SLOTS runs so that no run slot idles while it lasts."""
+    if len(requests) <= batch_above:
+        return [[r] for r in requests]
     size = max(1, min(files_per_run, math.ceil(len(requests) / RUN_SLOTS)))
     return [requests[i:i + size] for i in range(0, len(requests), size)]
 
 
-def _requests(defs: DatasetDefs, plan: TickPlan, source: str, files_per_run: int
+def _requests(defs: DatasetDefs, plan: TickPlan, source: str, sensors: SensorConfig
               ) -> tuple[list[dg.RunRequest], list]:
     """Ingest runs for the new files (one file, or a range of partitions: several; keyed by
     their content, so the same files are never run twice by either sensor), a set-aside run for
@@ -145,7 +149,7 @@ def _requests(defs: DatasetDefs, plan: TickPlan, source: str, files_per_run: int
     ds = defs.dataset
     where = f"ingress/{ds.insight_zone}/{ds.name}"
     runs = []
-    for batch in batches(plan.requests, files_per_run):
+    for batch in batches(plan.requests, sensors.files_per_run, sensors.batch_above):
         common = {"platform/dataset": ds.label, "platform/announced_by": source}
         if len(batch) == 1:
             r = batch[0]
@@ -200,7 +204,7 @@ def build_sensor(defs: DatasetDefs) -> dg.SensorDefinition:
             plan = _plan(context, defs, platform, listing, cursor, settle_seconds=env.sensors.settle_seconds)
         for line in plan.log_lines(where):
             context.log.info(line)
-        runs, adds = _requests(defs, plan, "listing", env.sensors.files_per_run)
+        runs, adds = _requests(defs, plan, "listing", env.sensors)
         if env.ingress.events is not None and plan.requests:
             context.log.warning(f"the sweep found {len(plan.requests)} file(s) in {where} no event announced "
                                 "(a notification lost or late): requested now")
@@ -257,7 +261,7 @@ def build_events_sensor(all_defs: list[DatasetDefs]) -> dg.SensorDefinition:
                 if plan.waiting:  # acknowledged all the same: the sweep requests them
                     context.log.info(f"ingress/{'/'.join(folder)}: {len(plan.waiting)} announced file(s) left for "
                                      "the next sweep (over this tick's budget, or dated ahead of this clock)")
-                r, a = _requests(defs, plan, "event", platform.env().sensors.files_per_run)
+                r, a = _requests(defs, plan, "event", platform.env().sensors)
                 runs += r
                 adds += a
             # Acknowledged once decided. Should the tick's result then be lost, the sweep finds the files.

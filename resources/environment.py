@@ -236,9 +236,11 @@ class SensorConfig(Strict):
     # A file is picked up once its size and mtime have not changed for this long.
     settle_seconds: float = Field(default=2.0, ge=0)
     max_files_per_tick: int = Field(default=500, ge=1)
-    # New files found in one tick are landed and staged up to this many per run (one run start
-    # for many small files); each file keeps its own partition and verdicts. 1: a run per file.
+    # A tick that finds more new files than batch_above lands and stages them up to files_per_run
+    # per run (one run start for many small files); each file keeps its own partition and
+    # verdicts. Fewer get a run each. files_per_run 1: always a run per file.
     files_per_run: int = Field(default=50, ge=1, le=500)
+    batch_above: int = Field(default=8, ge=0)
     # With ingress.events, how often the ingress sensors still list ingress (the reconciliation
     # sweep: a lost notification delays a file by at most this, never loses it).
     sweep_seconds: float = Field(default=300.0, gt=0)
