@@ -176,3 +176,11 @@ def file_verdicts(instance: dg.DagsterInstance, defs: DatasetDefs, check: str = 
         if rec.partition is not None and rec.partition not in out and rec.status.value in ("SUCCEEDED", "FAILED"):
             out[rec.partition] = rec.status.value == "SUCCEEDED"
     return out
+
+
+def request_files(req: dg.RunRequest) -> list[str]:
+    """The delivered files an ingest run request names: one (its tag), or a batch (its config)."""
+    if "platform/source_file" in req.tags:
+        return [req.tags["platform/source_file"]]
+    ops = (req.run_config or {}).get("ops", {})
+    return [f["ingress_file"] for op in ops.values() for f in (op.get("config") or {}).get("batch") or []]

@@ -17,7 +17,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 from aws_stand_in import deploy_stack
-from support import SAMPLES, dataset_defs, execute_request, ingest
+from support import SAMPLES, dataset_defs, execute_request, ingest, request_files
 from test_aurora_serving import PASSWORD, tls_server
 
 from core.zones import all_datasets, load_zones
@@ -382,7 +382,7 @@ def test_the_sensor_sees_every_object_across_listing_pages(test_env) -> None:
         _, result = _run_sensor("mobility__yellow_trips", instance, platform, None if ticks == 0 else cursor)
         cursor = result.cursor
         ticks += 1
-        batch = [r.tags["platform/source_file"] for r in result.run_requests if "platform/source_file" in r.tags]
+        batch = [f for r in result.run_requests for f in request_files(r)]
         if not batch:
             break
         assert len(batch) <= env.sensors.max_files_per_tick

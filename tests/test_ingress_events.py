@@ -13,7 +13,7 @@ from pathlib import Path
 import boto3
 import dagster as dg
 import pytest
-from support import SAMPLES, load_definitions_module
+from support import SAMPLES, load_definitions_module, request_files
 from test_aws_flow import test_env  # noqa: F401 - the fixture: the shipped test.yaml, its stack deployed
 
 from resources.environment import load_environment, split_s3_uri
@@ -65,7 +65,7 @@ def tick(name: str, instance: dg.DagsterInstance, cursor: str | None = None):
 def requested(result) -> list[str]:
     if isinstance(result, dg.SkipReason):
         return []
-    return sorted(r.tags["platform/source_file"] for r in result.run_requests if "platform/source_file" in r.tags)
+    return sorted(f for r in result.run_requests for f in request_files(r))
 
 
 @pytest.fixture
