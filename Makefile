@@ -46,6 +46,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/dbt_bench.py
 	$(PY) bench/incremental_bench.py
 	$(PY) bench/serving_bench.py
+	$(PY) bench/compaction_bench.py
 
 freeze: $(VENV)/.installed
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > requirements.txt.new && mv requirements.txt.new requirements.txt
