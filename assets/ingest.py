@@ -300,7 +300,8 @@ def build_ingest(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg.
         selected = context.selected_asset_keys
         land, stage = landing_key in selected, bool({staging_key, quarantine_key} & selected)
         todo, files = _files_of(context, config)
-        ranged = len(context.partition_keys) > 1
+        # Outputs the step reports as outputs: a run of one partition, the selected assets.
+        outputs = set() if len(context.partition_keys) > 1 else set(selected)
         done = _staged_in_this_run(platform, ds, context.run.run_id) if context.retry_number else set()
         verdicts = []
         for key in todo:
@@ -312,10 +313,10 @@ def build_ingest(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg.
                 if land:
                     with platform_errors(f"landing {key}", partition=key):
                         info = _land(platform, ds, key, files.get(key), context.log)
-                    yield _materialized(landing_key, key, _landing_metadata(info), ranged)
+                    yield _materialized(landing_key, key, _landing_metadata(info), outputs)
                 if stage:
                     verdict.held = yield from _stage(context, platform, ds, key, supersede=supersede,
-                                                     contract=contract, blocking=blocking, ranged=ranged)
+                                                     contract=contract, blocking=blocking, outputs=outputs)
             except dg.Failure as f:
                 if f.allow_retries or len(todo) == 1:
                     raise  # transient: the step is retried (files already staged are not redone)
@@ -327,13 +328,13 @@ def build_ingest(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg.
     return land_and_stage
 
 
-def _materialized(asset_key: dg.AssetKey, key: str, metadata: dict, ranged: bool
+def _materialized(asset_key: dg.AssetKey, key: str, metadata: dict, outputs: set[dg.AssetKey]
                   ) -> dg.MaterializeResult | dg.AssetMaterialization:
     """A run of one partition reports the step's output (so assets downstream of it in the same run
     go ahead); a ranged run reports each partition's materialisation by itself, as its output would
     stand for the whole range (and downstream steps of such a run, which only the sensor starts
     and which holds none, are skipped)."""
-    if ranged:
+    if asset_key not in outputs:  # ranged, or not selected (staging and quarantine are written together)
         return dg.AssetMaterialization(asset_key=asset_key, partition=key, metadata=metadata)
     return dg.MaterializeResult(asset_key=asset_key, metadata=metadata)
 
@@ -368,7 +369,8 @@ def _raise_for(verdicts: list[_Verdict], ds: Dataset) -> None:
 
 
 def _stage(context: dg.AssetExecutionContext, platform: PlatformResource, ds: Dataset, key: str, *,
-           supersede: bool, contract, blocking: dict[str, bool], ranged: bool) -> Generator[object, None, str]:
+           supersede: bool, contract, blocking: dict[str, bool], outputs: set[dg.AssetKey]
+           ) -> Generator[object, None, str]:
     """Stage one landed file, yielding its events as they happen; returns why it is held, if it is."""
     _, staging_key, quarantine_key = keys(ds)
     name, digest = split_partition_key(key)
@@ -451,7 +453,7 @@ def _stage(context: dg.AssetExecutionContext, platform: PlatformResource, ds: Da
             f"ORDER BY _source_line;\n```\nRun it with `{query_hint}`."),
     }
     if outcome.state != "held":
-        yield _materialized(staging_key, key, ranged=ranged, metadata={
+        yield _materialized(staging_key, key, outputs=outputs, metadata={
             **common,
             # What the asset shows is the table as published, not this delivery alone.
             "dagster/row_count": published_rows,
@@ -467,7 +469,7 @@ def _stage(context: dg.AssetExecutionContext, platform: PlatformResource, ds: Da
             "read_path": result.read_path,
         })
     yield _materialized(
-        quarantine_key, key, ranged=ranged,
+        quarantine_key, key, outputs=outputs,
         metadata={**common, "dagster/row_count": quarantined, "catalog_state": state_note,
                   "violations": dg.MetadataValue.json(dict(result.violations)),
                   "dagster/uri": q_store.uri(*final), **ready_query},

@@ -179,3 +179,22 @@ def test_a_retried_batch_does_not_stage_its_files_twice(home: Path, instance, mo
     assert len(staged) == 5 and len(set(staged)) == 5
     assert query(home, "select count(*) from meta.partitions where state = 'published'") == [(9,)]
 
+
+
+def test_staging_selected_alone_still_writes_both_tables(home: Path, instance) -> None:
+    """Staging and quarantine are one step: selecting one of them (the UI allows it) publishes both
+    together; the one not selected is recorded as a materialisation of the partition all the same."""
+    from support import ingest
+
+    defs = dataset_defs(DATASET)
+    sample = SAMPLES / "finance" / "expense_reports" / "expenses_2026-11-18.csv"
+    first = ingest(home, DATASET, sample, instance=instance)
+    assert first.success
+    staging = next(k for k in defs.assets.keys if k.path[0] == "staging")
+    again = dg.materialize([defs.assets], selection=[staging], partition_key=first.partition_key, instance=instance,
+                           resources={"platform": PlatformResource(environment="local", home=str(home))},
+                           raise_on_error=False)
+    assert again.success
+    got = {e.event_specific_data.materialization.asset_key.path[0] for e in again.get_asset_materialization_events()}
+    assert got == {"staging", "quarantine"}
+    assert query(home, "select state from meta.partitions") == [("published",)]
