@@ -10,9 +10,11 @@ user holding it open for writing makes the platform wait, then fail with a messa
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -146,19 +148,24 @@ class DuckDBCatalog(Catalog):
         return dest
 
     # -- writing --------------------------------------------------------------------------------
-    def publish(self, version: PartitionVersion, *, supersede: bool) -> PublishOutcome:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The catalog open for one transaction: committed, or rolled back on any error."""
         con = self._connect(read_only=False)
         try:
             con.execute("BEGIN TRANSACTION")
             try:
-                outcome = self._publish(con, version, supersede)
+                yield con
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
         finally:
             con.close()
-        return outcome
+
+    def publish(self, version: PartitionVersion, *, supersede: bool) -> PublishOutcome:
+        with self._transaction() as con:
+            return self._publish(con, version, supersede)
 
     def _publish(self, con: duckdb.DuckDBPyConnection, v: PartitionVersion, supersede: bool) -> PublishOutcome:
         fresh = not self._has_table(con)
@@ -189,14 +196,9 @@ class DuckDBCatalog(Catalog):
     def refresh_views(self, insight_zone: str, dataset: str) -> None:
         """Rebuild a dataset's two views from its records (they always match; this repairs a view
         dropped or edited by hand)."""
-        con = self._connect(read_only=False)
-        try:
-            con.execute("BEGIN TRANSACTION")
+        with self._transaction() as con:
             con.execute(_DDL)
             self._refresh_views(con, insight_zone, dataset)
-            con.execute("COMMIT")
-        finally:
-            con.close()
 
     def _refresh_views(self, con: duckdb.DuckDBPyConnection, insight_zone: str, dataset: str) -> None:
         records = _records(con, insight_zone, dataset)
@@ -241,42 +243,33 @@ class DuckDBCatalog(Catalog):
         """Point ``members`` at the compacted files, in one transaction with both views; a member
         whose record changed since it was read (re-staged, superseded) keeps its record, and its
         rows in the compacted files stay out of view. Returns the keys now served from them."""
-        con = self._connect(read_only=False)
-        try:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute(_COMPACTED_DDL)
-                now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-                con.register("_members", pa.table({
-                    "partition_key": [m.version.partition_key for m in members],
-                    "staging_uri": [m.version.staging_uri for m in members],
-                    "quarantine_uri": [m.version.quarantine_uri for m in members]}))
-                swapped = {k for (k,) in con.execute(
-                    f"UPDATE {_TABLE} AS p SET staging_uri = ?, quarantine_uri = ?, updated_at = ? FROM _members m "
-                    "WHERE p.insight_zone = ? AND p.dataset = ? AND p.partition_key = m.partition_key "
-                    "AND p.staging_uri = m.staging_uri AND p.quarantine_uri = m.quarantine_uri "
-                    "AND p.state = 'published' RETURNING p.partition_key",
-                    [staging_uri, quarantine_uri, now, insight_zone, dataset]).fetchall()}
-                con.unregister("_members")
-                # Every delivery the files hold, swapped or not: what the views must know of them.
-                at = time.time_ns()
-                pairs = (("staging", staging_uri, lambda v: v.staging_uri),
-                         ("quarantine", quarantine_uri, lambda v: v.quarantine_uri))
-                rows = [(zone, uri, m.version.partition_key, old(m.version) if m.version.partition_key in swapped
-                         else None) for m in members for zone, uri, old in pairs]
-                con.register("_held", pa.table({"zone": [r[0] for r in rows], "uri": [r[1] for r in rows],
-                                                 "partition_key": [r[2] for r in rows],
-                                                 "replaced_uri": pa.array([r[3] for r in rows], pa.string())}))
-                con.execute(f"INSERT OR REPLACE INTO {_COMPACTED} SELECT ?, ?, zone, uri, partition_key, replaced_uri, "
-                            "? FROM _held", [insight_zone, dataset, at])
-                con.unregister("_held")
-                self._refresh_views(con, insight_zone, dataset)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        finally:
-            con.close()
+        with self._transaction() as con:
+            con.execute(_COMPACTED_DDL)
+            now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+            con.register("_members", pa.table({
+                "partition_key": [m.version.partition_key for m in members],
+                "staging_uri": [m.version.staging_uri for m in members],
+                "quarantine_uri": [m.version.quarantine_uri for m in members]}))
+            swapped = {k for (k,) in con.execute(
+                f"UPDATE {_TABLE} AS p SET staging_uri = ?, quarantine_uri = ?, updated_at = ? FROM _members m "
+                "WHERE p.insight_zone = ? AND p.dataset = ? AND p.partition_key = m.partition_key "
+                "AND p.staging_uri = m.staging_uri AND p.quarantine_uri = m.quarantine_uri "
+                "AND p.state = 'published' RETURNING p.partition_key",
+                [staging_uri, quarantine_uri, now, insight_zone, dataset]).fetchall()}
+            con.unregister("_members")
+            # Every delivery the files hold, swapped or not: what the views must know of them.
+            at = time.time_ns()
+            pairs = (("staging", staging_uri, lambda v: v.staging_uri),
+                     ("quarantine", quarantine_uri, lambda v: v.quarantine_uri))
+            rows = [(zone, uri, m.version.partition_key, old(m.version) if m.version.partition_key in swapped
+                     else None) for m in members for zone, uri, old in pairs]
+            con.register("_held", pa.table({"zone": [r[0] for r in rows], "uri": [r[1] for r in rows],
+                                             "partition_key": [r[2] for r in rows],
+                                             "replaced_uri": pa.array([r[3] for r in rows], pa.string())}))
+            con.execute(f"INSERT OR REPLACE INTO {_COMPACTED} SELECT ?, ?, zone, uri, partition_key, replaced_uri, "
+                        "? FROM _held", [insight_zone, dataset, at])
+            con.unregister("_held")
+            self._refresh_views(con, insight_zone, dataset)
         return sorted(swapped)
 
     def retired_files(self, insight_zone: str, dataset: str, before_ns: int) -> list[str]:
