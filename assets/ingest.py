@@ -36,6 +36,11 @@ from resources.lake.base import TMP_DIR, ContentMismatch, FileStore, Lake
 from resources.platform import PlatformResource
 
 SUPERSEDED_VERSION_RETENTION_S = 3600  # unreferenced versions of a partition older than this are removed
+# A run of several files publishes what it has staged in one catalog transaction, at least this
+# often, so each file is queryable (and its verdict shown) seconds after it was staged, while a
+# run of many files rewrites the views a few times, not once per file.
+PUBLISH_EVERY_S = 3.0
+PUBLISH_MAX_FILES = 100
 
 
 class BatchFile(dg.Config):
@@ -303,7 +308,17 @@ def build_ingest(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg.
         # Outputs the step reports as outputs: a run of one partition, the selected assets.
         outputs = set() if len(context.partition_keys) > 1 else set(selected)
         done = _staged_in_this_run(platform, ds, context.run.run_id) if context.retry_number else set()
-        verdicts = []
+        verdicts: list[_Verdict] = []
+        pending: list[_Staged] = []  # staged, not yet published: published together (one catalog write)
+        since = time.monotonic()
+
+        def publish_pending():
+            held = yield from _publish(context, platform, ds, pending, supersede=supersede, blocking=blocking,
+                                       outputs=outputs)
+            for v in verdicts:
+                v.held = held.get(v.key, v.held)
+            pending.clear()
+
         for key in todo:
             if key in done:  # a retry of this step: this file's events were recorded by the earlier attempt
                 context.log.info(f"{key} was staged by an earlier attempt of this step")
@@ -315,14 +330,22 @@ def build_ingest(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg.
                         info = _land(platform, ds, key, files.get(key), context.log)
                     yield _materialized(landing_key, key, _landing_metadata(info), outputs)
                 if stage:
-                    verdict.held = yield from _stage(context, platform, ds, key, supersede=supersede,
-                                                     contract=contract, blocking=blocking, outputs=outputs)
+                    staged = yield from _stage(context, platform, ds, key, contract=contract, blocking=blocking)
+                    if not pending:
+                        since = time.monotonic()
+                    pending.append(staged)
             except dg.Failure as f:
                 if f.allow_retries or len(todo) == 1:
-                    raise  # transient: the step is retried (files already staged are not redone)
+                    # Transient: the step is retried, and files already published are not redone;
+                    # so the files staged before this one are published first.
+                    yield from publish_pending()
+                    raise
                 context.log.error(f"{key}: {f.description}")
                 verdict.failure = f
             verdicts.append(verdict)
+            if len(pending) >= PUBLISH_MAX_FILES or (pending and time.monotonic() - since >= PUBLISH_EVERY_S):
+                yield from publish_pending()
+        yield from publish_pending()
         _raise_for(verdicts, ds)
 
     return land_and_stage
@@ -368,13 +391,26 @@ def _raise_for(verdicts: list[_Verdict], ds: Dataset) -> None:
     )
 
 
+@dataclass
+class _Staged:
+    """One file staged and written to its final objects, not yet in the catalog."""
+
+    key: str
+    name: str
+    result: object  # the engine's StagingResult
+    rows_staged: int
+    rows_quarantined: int
+    contract_ok: bool
+    fresh: dg.AssetCheckResult | None  # the data freshness verdict, where the dataset declares one
+    version: PartitionVersion
+
+
 def _stage(context: dg.AssetExecutionContext, platform: PlatformResource, ds: Dataset, key: str, *,
-           supersede: bool, contract, blocking: dict[str, bool], outputs: set[dg.AssetKey]
-           ) -> Generator[object, None, str]:
-    """Stage one landed file, yielding its events as they happen; returns why it is held, if it is."""
-    _, staging_key, quarantine_key = keys(ds)
+           contract, blocking: dict[str, bool]) -> Generator[object, None, _Staged]:
+    """Stage one landed file into its final, versioned objects (not yet in view: see ``_publish``);
+    a rejected file yields its verdict and fails."""
+    _, staging_key, _ = keys(ds)
     name, digest = split_partition_key(key)
-    verdicts: list[dg.AssetCheckResult] = []
     with platform_errors(f"staging {name} ({ds.label})", source_file=name, partition=key):
         lake = platform.lake()
         landing, s_store, q_store = lake.zone("landing"), lake.zone("staging"), lake.zone("quarantine")
@@ -415,20 +451,49 @@ def _stage(context: dg.AssetExecutionContext, platform: PlatformResource, ds: Da
         finally:
             for store in (s_store, q_store):
                 _remove_leftovers(store, key)
-        # One catalog transaction makes the staged and the quarantined rows visible together
-        # (a partition that failed a blocking check is held: only its quarantine is shown).
+    return _Staged(key, name, result, staged, quarantined, contract_ok, fresh, PartitionVersion(
+        insight_zone=ds.insight_zone, dataset=ds.name, partition_key=key, source_file=name,
+        delivered_at_ns=arrival_ns, staging_uri=s_store.uri(*final), quarantine_uri=q_store.uri(*final),
+        passed=contract_ok and reconciled and fresh_ok, rows_staged=staged, rows_quarantined=quarantined))
+
+
+def _publish(context: dg.AssetExecutionContext, platform: PlatformResource, ds: Dataset, files: list[_Staged], *,
+             supersede: bool, blocking: dict[str, bool], outputs: set[dg.AssetKey]
+             ) -> Generator[object, None, dict[str, str]]:
+    """Make staged files visible, in one catalog transaction (a file's staged and quarantined rows
+    together; a file that failed a blocking check is held: only its quarantine is shown), then
+    report each file's events on its own partition. Returns, per file held, why."""
+    if not files:
+        return {}
+    what = files[0].name if len(files) == 1 else f"{len(files)} {ds.name} files"
+    with platform_errors(f"publishing {what} ({ds.label})",
+                         **({"source_file": files[0].name, "partition": files[0].key} if len(files) == 1 else {})):
+        lake = platform.lake()
         catalog = platform.catalog()
-        outcome = catalog.publish(PartitionVersion(
-            insight_zone=ds.insight_zone, dataset=ds.name, partition_key=key, source_file=name,
-            delivered_at_ns=arrival_ns, staging_uri=s_store.uri(*final),
-            quarantine_uri=q_store.uri(*final), passed=contract_ok and reconciled and fresh_ok, rows_staged=staged,
-            rows_quarantined=quarantined), supersede=supersede)
+        outcomes = catalog.publish_many([f.version for f in files], supersede=supersede)
         records = catalog.partitions(ds.insight_zone, ds.name)
         referenced = {u for r in records for u in (r.version.staging_uri, r.version.quarantine_uri)}
-        for store in (s_store, q_store):
-            _remove_old_versions(store, ds, key, referenced, time.time_ns())
+        now_ns = time.time_ns()
+        for f in files:
+            for zone in ("staging", "quarantine"):
+                _remove_old_versions(lake.zone(zone), ds, f.key, referenced, now_ns)
         published_rows = sum(r.version.rows_staged for r in records if r.state == "published")
         query_hint = catalog.query_hint()
+    held: dict[str, str] = {}
+    for f, outcome in zip(files, outcomes, strict=True):
+        reason = yield from _report(context, ds, f, outcome, published_rows=published_rows, query_hint=query_hint,
+                                    supersede=supersede, blocking=blocking, outputs=outputs)
+        if reason:
+            held[f.key] = reason
+    return held
+
+
+def _report(context: dg.AssetExecutionContext, ds: Dataset, f: _Staged, outcome, *, published_rows: int,
+            query_hint: str, supersede: bool, blocking: dict[str, bool], outputs: set[dg.AssetKey]
+            ) -> Generator[object, None, str]:
+    """One published file's materialisations and check verdicts; returns why it is held, if it is."""
+    _, staging_key, quarantine_key = keys(ds)
+    key, name, result = f.key, f.name, f.result
     for old in outcome.superseded:
         for asset_key in (staging_key, quarantine_key):
             yield dg.AssetObservation(
@@ -445,7 +510,8 @@ def _stage(context: dg.AssetExecutionContext, platform: PlatformResource, ds: Da
                 + f". Deliver it again corrected, or a steward decides with the job steward__{ds.id}",
         "superseded": f"superseded on arrival by the newer delivery {outcome.superseded_by}",
     }[outcome.state]
-    common = {"source_file": name, "partition": key, "rows_read": result.rows_read, "sha256_prefix": digest}
+    common = {"source_file": name, "partition": key, "rows_read": result.rows_read,
+              "sha256_prefix": split_partition_key(key)[1]}
     q_table = table_name("quarantine", ds.insight_zone, ds.name)
     ready_query = {  # where to look at this file's quarantined rows, ready to paste
         "quarantine_query": dg.MetadataValue.md(
@@ -457,27 +523,27 @@ def _stage(context: dg.AssetExecutionContext, platform: PlatformResource, ds: Da
             **common,
             # What the asset shows is the table as published, not this delivery alone.
             "dagster/row_count": published_rows,
-            "rows_staged": staged,
+            "rows_staged": f.rows_staged,
             "dagster/column_schema": column_schema(ds),
-            "rows_quarantined": quarantined,
+            "rows_quarantined": f.rows_quarantined,
             "rows_duplicate_key": result.duplicates,
             "quarantine_ratio": round(result.quarantine_ratio, 6),
             "published": outcome.state == "published",
             "catalog_state": state_note,
             "supersedes": dg.MetadataValue.json(list(outcome.superseded)),
-            "dagster/uri": s_store.uri(*final),
+            "dagster/uri": f.version.staging_uri,
             "read_path": result.read_path,
         })
     yield _materialized(
         quarantine_key, key, outputs=outputs,
-        metadata={**common, "dagster/row_count": quarantined, "catalog_state": state_note,
+        metadata={**common, "dagster/row_count": f.rows_quarantined, "catalog_state": state_note,
                   "violations": dg.MetadataValue.json(dict(result.violations)),
-                  "dagster/uri": q_store.uri(*final), **ready_query},
+                  "dagster/uri": f.version.quarantine_uri, **ready_query},
     )
-    verdicts = [contract_result(ds, staging_key, result, contract_ok,
-                                extra={"catalog_state": state_note, "rows_staged": staged, **ready_query}),
-                reconciliation_result(staging_key, result.rows_read, staged, quarantined),
-                *([fresh] if fresh is not None else [])]
+    verdicts = [contract_result(ds, staging_key, result, f.contract_ok,
+                                extra={"catalog_state": state_note, "rows_staged": f.rows_staged, **ready_query}),
+                reconciliation_result(staging_key, result.rows_read, f.rows_staged, f.rows_quarantined),
+                *([f.fresh] if f.fresh is not None else [])]
     for v in verdicts:
         yield check_evaluation(context.instance, v, key, blocking)
     failed = [v for v in verdicts if not v.passed and blocking[v.check_name]

@@ -140,11 +140,32 @@ def latency(dev: DagsterDev, work: Path, drops: int, rows: int, timeout_s: float
                 t["run_started_s"] = run["startTime"] - wall0
             if run["endTime"]:
                 t["run_ended_s"] = run["endTime"] - wall0
+            t.update(phases(dev, run["runId"], wall0))
         else:
             t["status"] = "NO RUN"
         log(f"latency drop {i + 1}/{drops}: " + ", ".join(
             f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in t.items()))
         out.append(t)
+    return out
+
+
+# Where a run's time goes before its step does anything: the run's own events, by type.
+PHASES = {"RunDequeuedEvent": "dequeued_s", "RunStartingEvent": "launched_s", "RunStartEvent": "worker_up_s",
+          "ExecutionStepStartEvent": "step_started_s", "ExecutionStepSuccessEvent": "step_ended_s"}
+
+
+def phases(dev: DagsterDev, run_id: str, wall0: float) -> dict[str, float]:
+    """Seconds from the drop to each phase of the run: dequeued (a run slot was free), launched
+    (the launcher asked for a run worker), worker up (the worker loaded the code location), step
+    started and ended."""
+    events = dev.graphql(
+        """query L($id: ID!) { logsForRun(runId: $id, limit: 500) { ... on EventConnection { events {
+             __typename ... on MessageEvent { timestamp } } } } }""", {"id": run_id})["logsForRun"].get("events", [])
+    out: dict[str, float] = {}
+    for e in events:
+        name = PHASES.get(e["__typename"])
+        if name and name not in out and e.get("timestamp"):
+            out[name] = float(e["timestamp"]) / 1000 - wall0
     return out
 
 
@@ -264,6 +285,11 @@ def table(lat: list[dict], thr: dict | None, startup: dict) -> str:
             f"| (a) drops | {len(lat)} × {lat[0]['rows']:,} rows ({lat[0]['bytes']:,} bytes); "
             f"outcomes {', '.join(t['status'] for t in lat)} |",
             f"| (a) drop → run created by the sensor (median) | {fmt(med('run_created_s'))} |",
+            f"| (a) drop → run dequeued (a run slot free) (median) | {fmt(med('dequeued_s'))} |",
+            f"| (a) drop → run worker launched (median) | {fmt(med('launched_s'))} |",
+            f"| (a) drop → run worker up, code location loaded (median) | {fmt(med('worker_up_s'))} |",
+            f"| (a) drop → step started / ended (median) | {fmt(med('step_started_s'))} / "
+            f"{fmt(med('step_ended_s'))} |",
             f"| (a) drop → run started (median) | {fmt(med('run_started_s'))} |",
             f"| (a) drop → staging Parquet published (median) | {fmt(med('parquet_s'))} |",
             f"| (a) drop → catalog view answers with the rows (median) | {fmt(med('catalog_s'))} |",

@@ -64,6 +64,10 @@ def format_validation_error(path: Path | str, root: yaml.Node | None, err: Valid
     return "\n".join(lines)
 
 
+# libyaml's loader where PyYAML was built with it (it is, in the pinned wheels): same results, ~10× faster.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_model(
     path: Path,
     model: type[M],
@@ -81,8 +85,7 @@ def load_model(
     for key, value in (substitutions or {}).items():
         text = text.replace("${" + key + "}", value)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -92,4 +95,7 @@ def load_model(
     try:
         return model.model_validate({**(defaults or {}), **data})
     except ValidationError as e:
+        # The tree with line numbers, composed only to say where an error is (parsing twice on
+        # every load cost a quarter of a second each time the definitions load).
+        root = yaml.compose(text, Loader=_LOADER)
         raise ConfigError(format_validation_error(path, root, e)) from None

@@ -181,6 +181,40 @@ def test_a_retried_batch_does_not_stage_its_files_twice(home: Path, instance, mo
 
 
 
+@pytest.mark.parametrize(("max_files", "writes"), [(100, [5, 4]), (2, [2, 2, 1, 2, 2])])
+def test_a_batch_publishes_its_files_together_and_each_keeps_its_verdict(
+        home: Path, instance, monkeypatch, max_files: int, writes: list[int]) -> None:
+    """A run of several files writes the catalog once for all of them (rewriting a view per file
+    made a run of n files cost n²), or every ``PUBLISH_MAX_FILES``; every file still has its own
+    state and verdicts."""
+    from resources.catalog.duckdb import DuckDBCatalog
+
+    platform = PlatformResource(environment="local", home=str(home))
+    defs = dataset_defs(DATASET)
+    ingress = home / "ingress" / "finance" / "expense_reports"
+    ingress.mkdir(parents=True)
+    for n in range(9):
+        expenses(ingress / f"expenses_2026-08-{n + 1:02d}.csv", reports=2, seed=300 + n, error_rate=0)
+    old = time.time() - 60
+    for p in ingress.iterdir():
+        os.utime(p, (old, old))
+    real, sizes = DuckDBCatalog.publish_many, []
+
+    def counted(self, versions, *, supersede):
+        sizes.append(len(versions))
+        return real(self, versions, supersede=supersede)
+
+    monkeypatch.setattr(DuckDBCatalog, "publish_many", counted)
+    monkeypatch.setattr("assets.ingest.PUBLISH_MAX_FILES", max_files)
+    monkeypatch.setattr("assets.ingest.PUBLISH_EVERY_S", 3600.0)
+    runs = [r for r in _tick(f"{DATASET}__ingress", instance, platform).run_requests if r.job_name == defs.job.name]
+    assert all(execute_request(defs, r, instance, platform).success for r in runs)
+    assert sizes == writes
+    keys = instance.get_dynamic_partitions(defs.partitions.name)
+    assert file_verdicts(instance, defs) == file_verdicts(instance, defs, "reconciliation") == {k: True for k in keys}
+    assert dict(query(home, "select partition_key, state from meta.partitions")) == {k: "published" for k in keys}
+
+
 def test_staging_selected_alone_still_writes_both_tables(home: Path, instance) -> None:
     """Staging and quarantine are one step: selecting one of them (the UI allows it) publishes both
     together; the one not selected is recorded as a materialisation of the partition all the same."""

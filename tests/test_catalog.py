@@ -71,6 +71,28 @@ def test_states_of_the_deliveries_of_one_file_name(case, versions, supersede, ex
     assert got == {key(k): (s, key(by) if by else None) for k, (s, by) in expected.items()}
 
 
+@pytest.mark.parametrize(("case", "versions", "supersede", "expected"), STATES, ids=[c[0] for c in STATES])
+def test_publishing_several_in_one_transaction_equals_publishing_them_in_turn(
+        tmp_path: Path, case, versions, supersede, expected) -> None:
+    """What a run of several files does (one catalog write for all of them): the same outcomes,
+    states and views as one publish after the other, re-deliveries of one name within the batch too."""
+    vs = [version(k, d, p, root=tmp_path) for k, d, p in versions]
+    for i, v in enumerate(vs, 1):
+        write(tmp_path, v, i)
+    one_by_one, batched = DuckDBCatalog(tmp_path / "a.duckdb"), DuckDBCatalog(tmp_path / "b.duckdb")
+    outcomes = [one_by_one.publish(v, supersede=supersede) for v in vs]
+    assert batched.publish_many(vs, supersede=supersede) == outcomes
+    assert batched.partitions("mobility", "trips") == one_by_one.partitions("mobility", "trips")
+    key = lambda k: f"f.csv@{k:0>16}"  # noqa: E731
+    assert {r.version.partition_key: (r.state, r.superseded_by) for r in batched.partitions("mobility", "trips")} \
+        == {key(k): (s, key(by) if by else None) for k, (s, by) in expected.items()}
+    for table in ("staging_mobility.trips", "quarantine_mobility.trips"):
+        seen = rows(tmp_path / "a.duckdb", table) if one_by_one.views() >= {tuple(table.split("."))} else None
+        assert (rows(tmp_path / "b.duckdb", table) if seen is not None else None) == seen
+    assert batched.views() == one_by_one.views()
+    assert batched.publish_many([], supersede=supersede) == []
+
+
 def test_staging_and_quarantine_change_together_in_one_transaction(tmp_path: Path) -> None:
     catalog = DuckDBCatalog(tmp_path / "catalog.duckdb")
     v1, v2 = version("1", 1, root=tmp_path), version("2", 2, root=tmp_path)

@@ -83,6 +83,12 @@ class Catalog(ABC):
     def publish(self, version: PartitionVersion, *, supersede: bool) -> PublishOutcome:
         """Record ``version`` and make the views match, in one transaction."""
 
+    def publish_many(self, versions: list[PartitionVersion], *, supersede: bool) -> list[PublishOutcome]:
+        """Publish several versions (of one dataset) in turn, as ``publish`` would one after the
+        other; a catalog that can do it in one transaction does (the local one: one rewrite of
+        the views for a run's files, not one per file). Outcomes in the order given."""
+        return [self.publish(v, supersede=supersede) for v in versions]
+
     @abstractmethod
     def partitions(self, insight_zone: str, dataset: str) -> list[PartitionRecord]: ...
 

@@ -164,10 +164,21 @@ class DuckDBCatalog(Catalog):
             con.close()
 
     def publish(self, version: PartitionVersion, *, supersede: bool) -> PublishOutcome:
+        return self.publish_many([version], supersede=supersede)[0]
+
+    def publish_many(self, versions: list[PartitionVersion], *, supersede: bool) -> list[PublishOutcome]:
+        """One transaction: every record in turn, then each dataset's views once (rewriting a
+        view binds every file it names, so a view per file would make a run of n files cost n²)."""
+        if not versions:
+            return []
         with self._transaction() as con:
-            return self._publish(con, version, supersede)
+            outcomes = [self._publish(con, v, supersede) for v in versions]
+            for key in dict.fromkeys((v.insight_zone, v.dataset) for v in versions):
+                self._refresh_views(con, *key)
+        return outcomes
 
     def _publish(self, con: duckdb.DuckDBPyConnection, v: PartitionVersion, supersede: bool) -> PublishOutcome:
+        """Record ``v`` and the states it changes; the caller refreshes the views."""
         fresh = not self._has_table(con)
         con.execute(_DDL)
         if fresh:
@@ -186,7 +197,6 @@ class DuckDBCatalog(Catalog):
                             [ver.insight_zone, ver.dataset, ver.partition_key, ver.source_file, ver.delivered_at_ns,
                              ver.staging_uri, ver.quarantine_uri, ver.passed, ver.rows_staged, ver.rows_quarantined,
                              state, by, now])
-        self._refresh_views(con, *key)
         newly = tuple(sorted(k for k, (state, _) in states.items()
                              if state == "superseded" and k != v.partition_key
                              and (before[k].state != "superseded" if k in before else True)))
