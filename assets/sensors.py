@@ -37,7 +37,9 @@ from core.zones import Dataset
 from resources.environment import SensorConfig
 from resources.platform import PlatformResource
 
-SENSOR_INTERVAL_S = 5
+# Ingress is listed every 2 s (a local folder, or an S3 prefix without events: one LIST a tick), so a
+# file is picked up about a second after it settles.
+SENSOR_INTERVAL_S = 2
 # A run over a range of partitions (Dagster's own tags for it).
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 STRAYS_INTERVAL_S = 30

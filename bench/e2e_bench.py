@@ -150,13 +150,13 @@ def latency(dev: DagsterDev, work: Path, drops: int, rows: int, timeout_s: float
 
 
 # Where a run's time goes before its step does anything: the run's own events, by type.
-PHASES = {"RunDequeuedEvent": "dequeued_s", "RunStartingEvent": "launched_s", "RunStartEvent": "worker_up_s",
+PHASES = {"RunStartingEvent": "launched_s", "RunStartEvent": "worker_up_s",
           "ExecutionStepStartEvent": "step_started_s", "ExecutionStepSuccessEvent": "step_ended_s"}
 
 
 def phases(dev: DagsterDev, run_id: str, wall0: float) -> dict[str, float]:
-    """Seconds from the drop to each phase of the run: dequeued (a run slot was free), launched
-    (the launcher asked for a run worker), worker up (the worker loaded the code location), step
+    """Seconds from the drop to each phase of the run: launched (dequeued, the launcher asked for
+    a run worker), worker up (the worker loaded the code location), step
     started and ended."""
     events = dev.graphql(
         """query L($id: ID!) { logsForRun(runId: $id, limit: 500) { ... on EventConnection { events {
@@ -285,7 +285,6 @@ def table(lat: list[dict], thr: dict | None, startup: dict) -> str:
             f"| (a) drops | {len(lat)} × {lat[0]['rows']:,} rows ({lat[0]['bytes']:,} bytes); "
             f"outcomes {', '.join(t['status'] for t in lat)} |",
             f"| (a) drop → run created by the sensor (median) | {fmt(med('run_created_s'))} |",
-            f"| (a) drop → run dequeued (a run slot free) (median) | {fmt(med('dequeued_s'))} |",
             f"| (a) drop → run worker launched (median) | {fmt(med('launched_s'))} |",
             f"| (a) drop → run worker up, code location loaded (median) | {fmt(med('worker_up_s'))} |",
             f"| (a) drop → step started / ended (median) | {fmt(med('step_started_s'))} / "

@@ -42,6 +42,11 @@ concurrency:
       - key: dagster/partition
         value: {applyLimitPerUniqueValue: true}
         limit: 1
+      # Runs that automation starts (dbt, serving) take one slot at most: an arriving file always
+      # finds one free, instead of queueing behind the modelled zones.
+      - key: dagster/from_automation_condition
+        value: "true"
+        limit: 1
   pools:
     default_limit: 1          # the warehouse pool: one run at a time touches the DuckDB warehouse
     granularity: run          # a run waits in the queue, not holding a run slot, until the pool is free
