@@ -42,6 +42,30 @@ def test_the_instance_make_run_writes_is_valid_and_says_what_it_turns_on(tmp_pat
         assert concurrency.pool_config.pool_granularity.value == "run"
 
 
+def test_an_arriving_file_never_queues_behind_the_modelled_zones(tmp_path: Path) -> None:
+    """Automation's runs (dbt, serving) hold one of the two run slots at most, as Dagster's own
+    queue counts them with the written limits: with one of them in progress, another waits and an
+    ingest run goes ahead; two ingest runs of different files go together."""
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._utils.tags import TagConcurrencyLimitsCounter
+
+    write_home(tmp_path)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+
+    def run(job: str, **tags: str) -> DagsterRun:
+        return DagsterRun(job_name=job, tags=tags)
+
+    dbt = run("__ASSET_JOB", **{"dagster/from_automation_condition": "true"})
+    ingest = run("ingest__mobility__yellow_trips", **{"dagster/partition": "a.csv@0000000000000001"})
+    counter = TagConcurrencyLimitsCounter(limits, [dbt])
+    assert counter.is_blocked(run("__ASSET_JOB", **{"dagster/from_automation_condition": "true"}))
+    assert not counter.is_blocked(ingest)
+    other = run("ingest__mobility__yellow_trips", **{"dagster/partition": "b.csv@0000000000000002"})
+    assert not TagConcurrencyLimitsCounter(limits, [ingest]).is_blocked(other)
+    assert TagConcurrencyLimitsCounter(limits, [ingest]).is_blocked(ingest)  # the same file: never twice at once
+
+
 def test_it_is_rewritten_when_the_platform_changes_it_but_a_users_own_file_is_left_alone(tmp_path: Path) -> None:
     old = tmp_path / "dagster.yaml"
     old.write_text(INSTANCE_HEADER + "\nrun_queue:\n  max_concurrent_runs: 2\n")  # an earlier version's file
