@@ -10,7 +10,7 @@ PORT ?= 3000
 # The browser test drives Debian's Chromium (Playwright's own browser download cannot work here).
 CHROMIUM ?= /usr/bin/chromium
 # Three test workers: the slow tests mostly wait on dagster dev and its runs, so they overlap
-# well on two cores (21.6 min against 36 in one worker and 23.2 in two; see README).
+# well on two cores (12.9 min; earlier code took 21.6 in three workers, 23.2 in two and 36 in one: see README).
 TEST_WORKERS ?= 3
 
 .PHONY: run test lint bench seed freeze clean
