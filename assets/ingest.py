@@ -479,19 +479,22 @@ def _publish(context: dg.AssetExecutionContext, platform: PlatformResource, ds: 
                 _remove_old_versions(lake.zone(zone), ds, f.key, referenced, now_ns)
         published_rows = sum(r.version.rows_staged for r in records if r.state == "published")
         query_hint = catalog.query_hint()
+    live_names = {r.version.source_file: r.version.partition_key for r in records if r.state == "published"}
     held: dict[str, str] = {}
     for f, outcome in zip(files, outcomes, strict=True):
+        earlier = live_names.get(f.name) if supersede and outcome.state == "held" else None
         reason = yield from _report(context, ds, f, outcome, published_rows=published_rows, query_hint=query_hint,
-                                    supersede=supersede, blocking=blocking, outputs=outputs)
+                                    earlier=earlier, blocking=blocking, outputs=outputs)
         if reason:
             held[f.key] = reason
     return held
 
 
 def _report(context: dg.AssetExecutionContext, ds: Dataset, f: _Staged, outcome, *, published_rows: int,
-            query_hint: str, supersede: bool, blocking: dict[str, bool], outputs: set[dg.AssetKey]
+            query_hint: str, earlier: str | None, blocking: dict[str, bool], outputs: set[dg.AssetKey]
             ) -> Generator[object, None, str]:
-    """One published file's materialisations and check verdicts; returns why it is held, if it is."""
+    """One published file's materialisations and check verdicts; returns why it is held, if it is.
+    ``earlier``: the published delivery of the same file name that a held one leaves in view."""
     _, staging_key, quarantine_key = keys(ds)
     key, name, result = f.key, f.name, f.result
     for old in outcome.superseded:
@@ -505,8 +508,8 @@ def _report(context: dg.AssetExecutionContext, ds: Dataset, f: _Staged, outcome,
     state_note = {
         "published": "published: in the staging and quarantine views",
         "held": "held: a blocking check failed, only its quarantine is in view"
-                + ("" if not supersede else "; an earlier delivery of this file name stays in staging "
-                   "until this one is published")
+                + ("" if earlier is None else f"; the earlier delivery of this file name ({earlier}) stays in "
+                   "staging until this one is published")
                 + f". Deliver it again corrected, or a steward decides with the job steward__{ds.id}",
         "superseded": f"superseded on arrival by the newer delivery {outcome.superseded_by}",
     }[outcome.state]

@@ -128,7 +128,7 @@ def test_a_redelivery_that_fails_its_contract_is_held_and_the_earlier_one_stays(
         broken = ingest(home, "mobility__taxi_zones", bad, name="taxi_zone_lookup.csv", instance=instance,
                         delivered_at_ns=T0 + 2_000 * SECOND)
         assert first.success and not broken.success  # the blocking contract check failed
-        assert "an earlier delivery of this file name stays in staging" in \
+        assert f"the earlier delivery of this file name ({first.partition_key}) stays in staging" in \
             broken.materializations()["quarantine"].metadata["catalog_state"].value
         assert "staging" not in broken.materializations()  # held: not shown as materialised
         assert catalog_states(home, "mobility__taxi_zones") == {first.partition_key: "published",
@@ -163,6 +163,17 @@ def appending(tmp_path: Path):
         "        value: {type: float64}\n"
     )
     return load_zone(path).datasets[0]
+
+
+def test_a_first_delivery_held_does_not_claim_an_earlier_one_stays(home: Path) -> None:
+    """The held state names the earlier delivery left in view only where there is one."""
+    bad = ZONES.read_bytes().replace(b'"Queens","Jamaica Bay"', b'"Atlantis","Jamaica Bay"')
+    with dg.instance_for_test() as instance:
+        held = ingest(home, "mobility__taxi_zones", bad, name="taxi_zone_lookup.csv", instance=instance,
+                      delivered_at_ns=T0)
+    note = held.materializations()["quarantine"].metadata["catalog_state"].value
+    assert note.startswith("held: a blocking check failed") and "earlier delivery" not in note
+    assert catalog_states(home, "mobility__taxi_zones") == {held.partition_key: "held"}
 
 
 def test_redelivery_append_keeps_every_delivery(home: Path, appending) -> None:
