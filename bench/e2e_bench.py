@@ -156,8 +156,7 @@ PHASES = {"RunStartingEvent": "launched_s", "RunStartEvent": "worker_up_s",
 
 def phases(dev: DagsterDev, run_id: str, wall0: float) -> dict[str, float]:
     """Seconds from the drop to each phase of the run: launched (dequeued, the launcher asked for
-    a run worker), worker up (the worker loaded the code location), step
-    started and ended."""
+    a run worker), worker up (the worker loaded the code location), step started and ended."""
     events = dev.graphql(
         """query L($id: ID!) { logsForRun(runId: $id, limit: 500) { ... on EventConnection { events {
              __typename ... on MessageEvent { timestamp } } } } }""", {"id": run_id})["logsForRun"].get("events", [])

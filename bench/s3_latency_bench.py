@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
+from aws_stand_in import start_demo, stop_demo  # noqa: E402
 from dagster_dev import TERMINAL, DagsterDev  # noqa: E402
 from e2e_bench import OUT_DIR, TRIPS_JOB, fmt, key_of, log, phases  # noqa: E402
-from test_e2e_aws_stand_in import _start_stand_in, _stop  # noqa: E402
 
 from cli import generate  # noqa: E402
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="s3lat", dir="/tmp"))  # short: PostgreSQL's socket lives under it
     home = base / "h"
-    proc, exports = _start_stand_in(home)
+    proc, exports = start_demo(home)
     lat: list[dict] = []
     saved = dict(os.environ)
     try:
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        _stop(proc)
+        stop_demo(proc)
         shutil.rmtree(base, ignore_errors=True)
     md = table(lat)
     print(md)

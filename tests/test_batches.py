@@ -142,19 +142,24 @@ def test_a_batch_run_gives_every_file_its_own_verdicts_states_and_alerts(home: P
         ("opened", "contract", "expenses_2026-10-20.csv"), ("opened", "contract", REJECTED.name)]
 
 
+def _settled_expenses(home: Path, month: str, seed: int) -> list[Path]:
+    """Nine good expense files of ``month`` in ingress, settled; in name order."""
+    ingress = home / "ingress" / "finance" / "expense_reports"
+    ingress.mkdir(parents=True)
+    for n in range(9):
+        expenses(ingress / f"expenses_{month}-{n + 1:02d}.csv", reports=2, seed=seed + n, error_rate=0)
+    old = time.time() - 60
+    for p in ingress.iterdir():
+        os.utime(p, (old, old))
+    return sorted(ingress.iterdir())
+
+
 def test_a_retried_batch_does_not_stage_its_files_twice(home: Path, instance, monkeypatch) -> None:
     """A transient error on the second file of a run retries the step; the file staged before it
     is not staged again. (The error is injected: a lock held by another process, for one call.)"""
     platform = PlatformResource(environment="local", home=str(home))
     defs = dataset_defs(DATASET)
-    ingress = home / "ingress" / "finance" / "expense_reports"
-    ingress.mkdir(parents=True)
-    for n in range(9):
-        expenses(ingress / f"expenses_2026-09-{n + 1:02d}.csv", reports=2, seed=200 + n, error_rate=0)
-    keys_files = sorted(ingress.iterdir())
-    old = time.time() - 60
-    for p in keys_files:
-        os.utime(p, (old, old))
+    keys_files = _settled_expenses(home, "2026-09", seed=200)
     real, calls = engine.engine_for, []
 
     class Flaky:
@@ -180,7 +185,6 @@ def test_a_retried_batch_does_not_stage_its_files_twice(home: Path, instance, mo
     assert query(home, "select count(*) from meta.partitions where state = 'published'") == [(9,)]
 
 
-
 @pytest.mark.parametrize(("max_files", "writes"), [(100, [5, 4]), (2, [2, 2, 1, 2, 2])])
 def test_a_batch_publishes_its_files_together_and_each_keeps_its_verdict(
         home: Path, instance, monkeypatch, max_files: int, writes: list[int]) -> None:
@@ -191,13 +195,7 @@ def test_a_batch_publishes_its_files_together_and_each_keeps_its_verdict(
 
     platform = PlatformResource(environment="local", home=str(home))
     defs = dataset_defs(DATASET)
-    ingress = home / "ingress" / "finance" / "expense_reports"
-    ingress.mkdir(parents=True)
-    for n in range(9):
-        expenses(ingress / f"expenses_2026-08-{n + 1:02d}.csv", reports=2, seed=300 + n, error_rate=0)
-    old = time.time() - 60
-    for p in ingress.iterdir():
-        os.utime(p, (old, old))
+    _settled_expenses(home, "2026-08", seed=300)
     real, sizes = DuckDBCatalog.publish_many, []
 
     def counted(self, versions, *, supersede):

@@ -8,10 +8,7 @@ through GraphQL, Glue, the warehouse and the serving database; no secret is in t
 
 from __future__ import annotations
 
-import os
-import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from aws_stand_in import clean_env, start_demo, stop_demo
 from dagster_dev import TERMINAL, DagsterDev, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,39 +33,6 @@ def _samples() -> list[Path]:
     return sorted(p for p in SAMPLES.glob("*/*/*") if p.is_file() and not p.name.startswith((".", "README")))
 
 
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PLATFORM_", "PG", "MOTO_"))}
-
-
-def _start_stand_in(home: Path) -> tuple[subprocess.Popen, dict[str, str]]:
-    log = open(home.parent / "stand-in.log", "wb")  # noqa: SIM115 - the process holds it
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "stand-in", "--env", "test", "--home", str(home),
-                             "--settle-seconds", "1"], cwd=REPO, env=_clean_env(), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    env_file = home / "stand-in" / "test.env"
-    deadline = time.monotonic() + 180
-    while not env_file.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            _stop(proc)
-            pytest.fail(f"the stand-in did not come up:\n{(home.parent / 'stand-in.log').read_text()[-4000:]}")
-        time.sleep(0.5)
-    exports = {}
-    for line in env_file.read_text().splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        exports[key] = shlex.split(value)[0]
-    return proc, exports
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 def _materialized(dev: DagsterDev, key: list[str]) -> int:
     data = dev.graphql("""query M($k: AssetKeyInput!) { assetOrError(assetKey: $k) {
                             ... on Asset { assetMaterializations(limit: 100) { runId } } } }""",
@@ -79,11 +44,11 @@ def test_the_demo_serves_the_samples_from_the_stand_ins_under_dagster_dev(monkey
     base = Path(tempfile.mkdtemp(prefix="e2eaws", dir="/tmp"))
     home = base / "h"
     t0 = time.monotonic()
-    proc, exports = _start_stand_in(home)
+    proc, exports = start_demo(home)
     print(f"\n[e2e-aws] stand-ins up after {time.monotonic() - t0:.1f} s")
     try:
         assert exports["PLATFORM_ENV"] == "test" and exports["AWS_ENDPOINT_URL"].startswith("https://127.0.0.1:")
-        env = {**_clean_env(), **exports, "PLATFORM_HOME": str(home)}
+        env = {**clean_env(), **exports, "PLATFORM_HOME": str(home)}
         seeded = subprocess.run([sys.executable, "-m", "cli", "seed"], cwd=REPO, env=env, capture_output=True,
                                 text=True, timeout=120)
         assert seeded.returncode == 0, seeded.stdout + seeded.stderr
@@ -143,7 +108,7 @@ def test_the_demo_serves_the_samples_from_the_stand_ins_under_dagster_dev(monkey
         load_environment.cache_clear()
         print(f"[e2e-aws] read back {time.monotonic() - t0:.1f} s in")
     finally:
-        _stop(proc)
+        stop_demo(proc)
         shutil.rmtree(base, ignore_errors=True)
     # Ctrl-C stops everything the stand-in started: its PostgreSQL's files (and so the server) are gone.
     assert proc.returncode == 0
