@@ -341,9 +341,20 @@ class DagsterDev:
                               "... on Sensor { id } } }", {"sel": sel})["sensorOrError"]
         if sensor["__typename"] != "Sensor":
             raise GraphQLError(f"sensor {sensor_name}: {sensor}")
-        stopped = self.graphql("mutation T($id: String) { stopSensor(id: $id) { __typename "
-                               "... on StopSensorMutationResult { instigationState { status } } "
-                               "... on PythonError { message } } }", {"id": sensor["id"]})["stopSensor"]
+        mutation = ("mutation T($id: String) { stopSensor(id: $id) { __typename "
+                    "... on StopSensorMutationResult { instigationState { status } } "
+                    "... on PythonError { message } } }")
+        for attempt in range(3):
+            try:
+                stopped = self.graphql(mutation, {"id": sensor["id"]})["stopSensor"]
+                break
+            except GraphQLError as e:
+                # Dagster's race: the daemon's first tick stores the sensor's state between the
+                # mutation's read (none yet) and its insert. The state now exists; asking again
+                # updates it, as a second click on the toggle would.
+                if "already present in storage" not in str(e) or attempt == 2:
+                    raise
+                time.sleep(0.5)
         if (stopped.get("instigationState") or {}).get("status") != "STOPPED":
             raise GraphQLError(f"stopSensor {sensor_name}: {stopped}")
 
