@@ -37,8 +37,9 @@ from core.zones import Dataset
 from resources.environment import SensorConfig
 from resources.platform import PlatformResource
 
-# Ingress is listed every 2 s (a local folder, or an S3 prefix without events: one LIST a tick), so a
-# file is picked up about a second after it settles.
+# Ingress is listed at every round of Dagster's sensor daemon (a local folder, or an S3 prefix
+# without events: one LIST a tick). The daemon goes round every 5 s whatever this says (Dagster
+# 1.13), so 2 s means "every round"; 5 s would skip a round whenever one came early.
 SENSOR_INTERVAL_S = 2
 # A run over a range of partitions (Dagster's own tags for it).
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
