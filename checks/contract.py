@@ -33,16 +33,19 @@ import polars as pl
 
 from core.contract_spec import ColumnSpec, ContractSpec, snake_case
 from core.errors import ContractError
+from core.rules import (
+    FALSE_WORDS,
+    TRUE_WORDS,
+    RuleSpec,
+    column_rule_specs,
+    parse_formats,
+    portable_contract,
+    row_rule_spec,
+)
 from core.types import INTEGER_RANGES, ContractType
 
 __all__ = ["CompiledContract", "ContractSpec", "HeaderMatch", "Rule", "compile_contract", "snake_case"]
 
-DEFAULT_FORMATS = {
-    "timestamp": ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f"],
-    "date": ["%Y-%m-%d"],
-}
-TRUE_WORDS = ["true", "t", "yes", "y", "1"]
-FALSE_WORDS = ["false", "f", "no", "n", "0"]
 # ASCII digits only: the regex crate's \d also matches other scripts' digits, which no cast reads.
 _INTEGER = r"^[+-]?[0-9]+$"
 _DECIMAL = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)$"
@@ -73,6 +76,7 @@ class Rule:
     columns: tuple[str, ...]
     ok: pl.Expr
     row_rule: bool = False  # a declared row rule (over several columns), not a column rule
+    spec: RuleSpec | None = None  # the description it was compiled from (what other engines compile)
 
     @property
     def label(self) -> str:
@@ -96,6 +100,10 @@ class CompiledContract:
     def row_rules(self) -> list[Rule]:
         return [r for r in self.rules if r.row_rule]
 
+    def portable(self) -> dict:
+        """The contract as JSON for an engine in another environment (``core.rules``)."""
+        return portable_contract(self.dataset, self.spec, [r.spec for r in self.rules if r.spec is not None])
+
     def polars_schema(self) -> dict[str, pl.DataType]:
         return {n: c.dtype for n, c in self.spec.columns.items()}
 
@@ -118,10 +126,6 @@ class CompiledContract:
         missing = [c.source or n for n, c in self.spec.columns.items() if n not in found and c.required]
         optional = [n for n, c in self.spec.columns.items() if n not in found and not c.required]
         return HeaderMatch(mapping, missing, unexpected, duplicated, optional)
-
-
-def _formats(col: ColumnSpec) -> list[str]:
-    return col.formats or DEFAULT_FORMATS[col.type]
 
 
 def _decimal_digits(text: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
@@ -154,7 +158,7 @@ def _parse_exprs(name: str, col: ColumnSpec) -> list[pl.Expr]:
     exprs = []
     for text in (raw, raw.str.strip_chars()):
         if col.type in ("timestamp", "date"):
-            for f in _formats(col):
+            for f in parse_formats(col):
                 # cache=False: values are mostly distinct, and the cache doubles the parse cost.
                 parsed = (text.str.to_datetime(f, time_unit="us", strict=False, cache=False) if col.type == "timestamp"
                           else text.str.to_date(f, strict=False, cache=False))
@@ -181,7 +185,7 @@ def _unparsed_rule(name: str, col: ColumnSpec) -> pl.Expr:
         return (pl.when(number & (fraction > ct.scale)).then(pl.lit(f"scale({col.type})"))
                 .when(number & (integer > ct.precision - ct.scale)).then(pl.lit(f"precision({col.type})"))
                 .otherwise(generic))
-    fractional = [f for f in _formats(col) if "f" in f.replace("%%", "")] if col.type == "timestamp" else []
+    fractional = [f for f in parse_formats(col) if "f" in f.replace("%%", "")] if col.type == "timestamp" else []
     if fractional:
         # Sub-microsecond digits are the only fault when the value parses without them; a value
         # no format reads (or a format without fractional seconds) is a type error.
@@ -193,30 +197,31 @@ def _unparsed_rule(name: str, col: ColumnSpec) -> pl.Expr:
     return generic
 
 
-def _num(v: float) -> float:
-    return float(v)
+def polars_rule(spec: RuleSpec) -> pl.Expr:
+    """A rule description as a polars expression, true where a row passes."""
+    if spec.row_rule:
+        return pl.sql_expr(spec.params[0]).fill_null(True)  # a rule over a NULL passes
+    c = pl.col(spec.columns[0])
+    p = spec.params
+    ok = {
+        "not_nullable": lambda: c.is_not_null(),
+        "finite": lambda: c.is_finite(),
+        "in_range": lambda: c.is_between(p[0], p[1]),
+        "at_least": lambda: c >= p[0],
+        "at_most": lambda: c <= p[0],
+        "isin": lambda: c.is_in(list(p)),
+        "str_matches": lambda: c.str.contains(p[0]),
+    }[spec.kind]()
+    return ok if spec.kind == "not_nullable" else ok | c.is_null()
+
+
+def _rule(spec: RuleSpec) -> Rule:
+    return Rule(spec.name, spec.columns, polars_rule(spec), row_rule=spec.row_rule, spec=spec)
 
 
 def column_rules(name: str, col: ColumnSpec) -> list[Rule]:
     """A column's rules. Like pandera's built-in checks, a null passes every rule but nullability."""
-    c = pl.col(name)
-    rules = []
-    if not col.nullable:
-        rules.append(Rule("not_nullable", (name,), c.is_not_null()))
-    if col.type == "float64" and not col.allow_non_finite:
-        rules.append(Rule("finite", (name,), c.is_finite() | c.is_null()))
-    if col.min is not None and col.max is not None:
-        rules.append(Rule(f"in_range({_num(col.min)}, {_num(col.max)})", (name,),
-                          c.is_between(col.min, col.max) | c.is_null()))
-    elif col.min is not None:
-        rules.append(Rule(f"greater_than_or_equal_to({_num(col.min)})", (name,), (c >= col.min) | c.is_null()))
-    elif col.max is not None:
-        rules.append(Rule(f"less_than_or_equal_to({_num(col.max)})", (name,), (c <= col.max) | c.is_null()))
-    if col.allowed is not None:
-        rules.append(Rule(f"isin({col.allowed})", (name,), c.is_in(col.allowed) | c.is_null()))
-    if col.pattern is not None:
-        rules.append(Rule(f"str_matches('{col.pattern}')", (name,), c.str.contains(col.pattern) | c.is_null()))
-    return rules
+    return [_rule(r) for r in column_rule_specs(name, col)]
 
 
 def _as_check(rule: Rule) -> pa.Check:
@@ -280,11 +285,8 @@ def compile_contract(dataset: str, spec: ContractSpec) -> CompiledContract:
         except (TypeError, ValueError, pl.exceptions.PolarsError) as e:  # e.g. `allowed` values of mixed types
             raise ContractError(f"contract {dataset}: column {name!r}: its rules cannot be built: "
                                 f"{str(e).splitlines()[0]}") from None
-    row_rules = [
-        Rule(r.name, tuple(sorted(set(pl.sql_expr(r.expr).meta.root_names()))),
-             pl.sql_expr(r.expr).fill_null(True), row_rule=True)  # a rule over a NULL passes
-        for r in spec.rules
-    ]
+    row_rules = [_rule(row_rule_spec(r.name, r.expr, tuple(sorted(set(pl.sql_expr(r.expr).meta.root_names())))))
+                 for r in spec.rules]
     parse = {name: _parse_exprs(name, col) for name, col in spec.columns.items()}
     unparsed = {name: _unparsed_rule(name, col) for name, col in spec.columns.items()}
     rules = [r for name in spec.columns for r in per_column[name]] + row_rules
