@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The Spark engine runs in its own environment (pandas 2 for pyspark; see requirements-spark.txt).
+SPARK_VENV ?= .venv-spark
 export PLATFORM_HOME ?= $(CURDIR)/.platform
 export DAGSTER_HOME ?= $(PLATFORM_HOME)/dagster
 HOST ?= 127.0.0.1
@@ -13,7 +15,7 @@ CHROMIUM ?= /usr/bin/chromium
 # well on two cores (12.9 min; earlier code took 21.6 in three workers, 23.2 in two and 36 in one: see README).
 TEST_WORKERS ?= 3
 
-.PHONY: run test lint bench seed freeze clean
+.PHONY: run test lint bench seed freeze clean venv spark-venv
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +25,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+$(SPARK_VENV)/.installed: requirements-spark.txt
+	$(PYTHON) -m venv $(SPARK_VENV)
+	$(SPARK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SPARK_VENV)/bin/python -m pip install --quiet -r requirements-spark.txt
+	touch $@
+
+spark-venv: $(SPARK_VENV)/.installed
 
 run: $(VENV)/.installed
 	$(PY) -m cli dbt-parse
@@ -35,7 +45,7 @@ $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
 	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
 
-test: $(VENV)/.installed $(CHROMIUM)
+test: $(VENV)/.installed $(SPARK_VENV)/.installed $(CHROMIUM)
 	$(PY) -m ruff check .
 	$(PY) -m cli dbt-parse
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
@@ -55,4 +65,4 @@ freeze: $(VENV)/.installed
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > requirements.txt.new && mv requirements.txt.new requirements.txt
 
 clean:
-	rm -rf $(VENV) .platform
+	rm -rf $(VENV) $(SPARK_VENV) .platform

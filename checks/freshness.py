@@ -27,6 +27,7 @@ import polars as pl
 
 from checks.contract import CompiledContract, Rule
 from core.errors import ConfigError
+from core.rules import RuleSpec
 from core.zones import ArrivalFreshness, DataFreshness, Dataset
 
 DATA_FRESHNESS_CHECK = "data_freshness"
@@ -121,8 +122,8 @@ def delivery_contract(ds: Dataset, arrival_ns: int) -> CompiledContract:
         return contract
     limit = _wall_clock(arrival_ns, data.timezone) + timedelta(minutes=data.future_tolerance_minutes)
     col = pl.col(data.event_time)
-    rule = Rule(future_rule_name(data), (data.event_time,), (col <= pl.lit(limit, dtype=pl.Datetime("us")))
-                | col.is_null())
+    spec = RuleSpec(future_rule_name(data), "at_most", (data.event_time,), (limit,))  # what Spark compiles
+    rule = Rule(spec.name, spec.columns, (col <= pl.lit(limit, dtype=pl.Datetime("us"))) | col.is_null(), spec=spec)
 
     def check(frame: pa.PolarsData, _ok: pl.Expr = rule.ok) -> pl.LazyFrame:
         return frame.lazyframe.select(_ok.alias("passed"))

@@ -11,7 +11,8 @@ needs neither polars nor this project's pins.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import datetime as dt
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from core.contract_spec import ColumnSpec, ContractSpec
@@ -80,5 +81,16 @@ def portable_contract(dataset: str, spec: ContractSpec, rules: list[RuleSpec]) -
         columns.append({"name": name, "type": ct.name, "declared": col.type, "precision": ct.precision,
                         "scale": ct.scale, "formats": parse_formats(col), "declared_formats": col.formats or [],
                         "nullable": col.nullable})
-    return {"dataset": dataset, "columns": columns, "rules": [asdict(r) for r in rules],
+    return {"dataset": dataset, "columns": columns,
+            "rules": [{"name": r.name, "kind": r.kind, "columns": list(r.columns),
+                       "params": [_json(v) for v in r.params]} for r in rules],
             "true_words": TRUE_WORDS, "false_words": FALSE_WORDS}
+
+
+def _json(value: Any) -> Any:
+    """A rule parameter as JSON; temporal values tagged, so the other side compares like with like."""
+    if isinstance(value, dt.datetime):
+        return {"timestamp": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"date": value.isoformat()}
+    return value

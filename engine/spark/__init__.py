@@ -1,0 +1,131 @@
+"""The Spark engine's driver side: the same StagingEngine interface as the Arrow engine.
+
+The driver (this process, the project's environment) reads and checks the header exactly as the
+Arrow engine does, so a file is refused for the same reasons with the same words; it then runs
+``engine/spark/job.py`` in the Spark environment with the contract as JSON
+(``CompiledContract.portable``) and gathers Spark's part files into the one staging and one
+quarantine Parquet file the caller publishes, in the exact schemas the Arrow engine writes. The
+job itself never imports this package: on EMR Serverless or Glue it is the same file, started
+through Dagster Pipes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.errors import FileRejected, IntegrityError
+from engine.arrow.records import HEADER_LIMIT, read_header
+from engine.arrow.stager import check_header, quarantine_schema, staging_schema
+from engine.base import FileIO, StagingRequest, StagingResult
+
+JOB = Path(__file__).with_name("job.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spark_python() -> str:
+    """The Spark environment's interpreter: ``SPARK_PYTHON``, else the repo's ``.venv-spark``."""
+    return os.environ.get("SPARK_PYTHON") or str(ROOT / ".venv-spark" / "bin" / "python")
+
+
+def job_request(request: StagingRequest, header: list[str], staging_dir: str, quarantine_dir: str) -> dict:
+    """The job's input: everything it needs as JSON, nothing it would have to import."""
+    contract = request.contract
+    match = check_header(contract, header, request.source_name)
+    positions = {match.mapping[h]: i for i, h in enumerate(header) if h in match.mapping}
+    return {
+        "source_uri": request.source_uri, "source_name": request.source_name,
+        "contract": contract.portable(), "csv": request.csv.model_dump(),
+        "positions": positions, "absent": match.absent_optional, "n_fields": len(header),
+        "unique_key": list(contract.spec.unique_key), "event_time": request.event_time,
+        "staging_uri": staging_dir, "quarantine_uri": quarantine_dir,
+    }
+
+
+def _gather(parts_dir: str, schema: pa.Schema, out, order: list[str]) -> int:
+    """Spark's part files, in order, as one Parquet file in ``schema`` (row group by row group)."""
+    rows = 0
+    with pq.ParquetWriter(out, schema) as w:
+        for part in sorted(glob.glob(os.path.join(parts_dir, "part-*.parquet"))):
+            f = pq.ParquetFile(part)
+            for i in range(f.num_row_groups):
+                t = f.read_row_group(i).select(order)
+                w.write_table(t.cast(schema))
+                rows += t.num_rows
+    return rows
+
+
+class SparkEngine:
+    name = "spark"
+
+    def stage(self, request: StagingRequest, io_: FileIO) -> StagingResult:
+        contract = request.contract
+        with io_.open_input(request.source_uri) as f:
+            head = f.read(HEADER_LIMIT)
+        header = read_header(head, request.csv, request.source_name, contract.dataset)
+        match = check_header(contract, header, request.source_name)
+        sha = hashlib.sha256()
+        with io_.open_input(request.source_uri) as f:
+            while chunk := f.read(8 << 20):
+                sha.update(chunk)
+        digest = sha.hexdigest()
+        if request.expected_sha256 and not digest.startswith(request.expected_sha256):
+            raise IntegrityError(
+                f"{request.source_uri} no longer matches its partition's hash: the partition was landed with sha256 "
+                f"{request.expected_sha256}…, the bytes read now hash to {digest[:16]}…. Nothing was staged.")
+        work = tempfile.mkdtemp(prefix="spark-stage-")
+        try:
+            req = job_request(request, header, os.path.join(work, "staging"), os.path.join(work, "quarantine"))
+            req_path, result_path = os.path.join(work, "request.json"), os.path.join(work, "result.json")
+            with open(req_path, "w") as f:
+                json.dump(req, f)
+            env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": ""}
+            done = subprocess.run([spark_python(), str(JOB), "--request", req_path, "--result", result_path],
+                                  capture_output=True, text=True, env=env)
+            if done.returncode not in (0, 3):
+                tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+                raise RuntimeError(f"{contract.dataset}: the Spark job failed on {request.source_name} "
+                                   f"(exit {done.returncode}); nothing was staged:\n{tail}")
+            with open(result_path) as f:
+                out = json.load(f)
+            if "refused" in out:
+                raise FileRejected(request.source_name, contract.dataset, out["refused"], header=header)
+            result = StagingResult(read_path="spark", sha256=digest, header=match,
+                                   staging_uri=request.staging_uri, quarantine_uri=request.quarantine_uri)
+            s_schema, q_schema = staging_schema(contract), quarantine_schema(contract)
+            with io_.open_output(request.staging_uri) as sink:
+                staged = _gather(req["staging_uri"], s_schema, sink, s_schema.names)
+            with io_.open_output(request.quarantine_uri) as sink:
+                quarantined = _gather(req["quarantine_uri"], q_schema, sink, q_schema.names)
+            if (staged, quarantined) != (out["rows_staged"], out["rows_quarantined"]):
+                raise IntegrityError(f"{contract.dataset}: Spark reported {out['rows_staged']} staged and "
+                                     f"{out['rows_quarantined']} quarantined rows, its files hold {staged} and "
+                                     f"{quarantined}; nothing was published")
+            result.rows_read, result.rows_staged, result.rows_quarantined = out["rows_read"], staged, quarantined
+            result.violations = Counter(out["violations"])
+            result.duplicates = out["duplicates"]
+            if out.get("newest_event_time"):
+                result.newest_event_time = datetime.fromisoformat(out["newest_event_time"])
+            if result.rows_read == 0 and contract.spec.empty_file == "reject":
+                raise FileRejected(request.source_name, contract.dataset, "the file has a header but no data rows",
+                                   header=header)
+            return result
+        except BaseException:
+            for uri in (request.staging_uri, request.quarantine_uri):
+                with contextlib.suppress(FileNotFoundError, OSError):
+                    io_.delete(uri)
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
