@@ -71,6 +71,37 @@ class SparkEngine:
     name = "spark"
 
     def stage(self, request: StagingRequest, io_: FileIO) -> StagingResult:
+        [outcome] = self.stage_many([request], io_)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def stage_many(self, requests: list[StagingRequest], io_: FileIO) -> list[StagingResult | Exception]:
+        """Stage several files in one Spark session. Each file gets its result, or the exception
+        that refused it (``FileRejected``, ``IntegrityError``), as ``stage`` would raise it; a
+        failed job raises for all."""
+        work = tempfile.mkdtemp(prefix="spark-stage-")
+        outcomes: list[StagingResult | Exception | None] = [None] * len(requests)
+        prepared: list[tuple[int, dict, list[str], object, str]] = []
+        try:
+            for i, request in enumerate(requests):
+                try:
+                    prepared.append((i, *self._prepare(request, io_, os.path.join(work, str(i)))))
+                except (FileRejected, IntegrityError) as e:
+                    outcomes[i] = e
+            if prepared:
+                for i, out in zip([p[0] for p in prepared], self._run([p[1] for p in prepared], work), strict=True):
+                    _, req, header, match, digest = next(p for p in prepared if p[0] == i)
+                    try:
+                        outcomes[i] = self._finish(requests[i], io_, req, out, header, match, digest)
+                    except (FileRejected, IntegrityError) as e:
+                        outcomes[i] = e
+            return outcomes  # type: ignore[return-value]
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    @staticmethod
+    def _prepare(request: StagingRequest, io_: FileIO, work: str) -> tuple[dict, list[str], object, str]:
         contract = request.contract
         with io_.open_input(request.source_uri) as f:
             head = f.read(HEADER_LIMIT)
@@ -85,26 +116,34 @@ class SparkEngine:
             raise IntegrityError(
                 f"{request.source_uri} no longer matches its partition's hash: the partition was landed with sha256 "
                 f"{request.expected_sha256}…, the bytes read now hash to {digest[:16]}…. Nothing was staged.")
-        work = tempfile.mkdtemp(prefix="spark-stage-")
+        req = job_request(request, header, os.path.join(work, "staging"), os.path.join(work, "quarantine"))
+        return req, header, match, digest
+
+    @staticmethod
+    def _run(reqs: list[dict], work: str) -> list[dict]:
+        req_path, result_path = os.path.join(work, "request.json"), os.path.join(work, "result.json")
+        with open(req_path, "w") as f:
+            json.dump({"requests": reqs}, f)
+        env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": ""}
+        done = subprocess.run([spark_python(), str(JOB), "--request", req_path, "--result", result_path],
+                              capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            tail = "\n".join(done.stderr.strip().splitlines()[-40:])
+            names = ", ".join(r["source_name"] for r in reqs)
+            raise RuntimeError(f"the Spark job failed (exit {done.returncode}) on {names}; nothing was staged:\n{tail}")
+        with open(result_path) as f:
+            return json.load(f)["results"]
+
+    @staticmethod
+    def _finish(request: StagingRequest, io_: FileIO, req: dict, out: dict, header: list[str], match,
+                digest: str) -> StagingResult:
+        contract = request.contract
+        if "refused" in out:
+            raise FileRejected(request.source_name, contract.dataset, out["refused"], header=header)
+        result = StagingResult(read_path="spark", sha256=digest, header=match,
+                               staging_uri=request.staging_uri, quarantine_uri=request.quarantine_uri)
+        s_schema, q_schema = staging_schema(contract), quarantine_schema(contract)
         try:
-            req = job_request(request, header, os.path.join(work, "staging"), os.path.join(work, "quarantine"))
-            req_path, result_path = os.path.join(work, "request.json"), os.path.join(work, "result.json")
-            with open(req_path, "w") as f:
-                json.dump(req, f)
-            env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": ""}
-            done = subprocess.run([spark_python(), str(JOB), "--request", req_path, "--result", result_path],
-                                  capture_output=True, text=True, env=env)
-            if done.returncode not in (0, 3):
-                tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-                raise RuntimeError(f"{contract.dataset}: the Spark job failed on {request.source_name} "
-                                   f"(exit {done.returncode}); nothing was staged:\n{tail}")
-            with open(result_path) as f:
-                out = json.load(f)
-            if "refused" in out:
-                raise FileRejected(request.source_name, contract.dataset, out["refused"], header=header)
-            result = StagingResult(read_path="spark", sha256=digest, header=match,
-                                   staging_uri=request.staging_uri, quarantine_uri=request.quarantine_uri)
-            s_schema, q_schema = staging_schema(contract), quarantine_schema(contract)
             with io_.open_output(request.staging_uri) as sink:
                 staged = _gather(req["staging_uri"], s_schema, sink, s_schema.names)
             with io_.open_output(request.quarantine_uri) as sink:
@@ -127,5 +166,3 @@ class SparkEngine:
                 with contextlib.suppress(FileNotFoundError, OSError):
                     io_.delete(uri)
             raise
-        finally:
-            shutil.rmtree(work, ignore_errors=True)

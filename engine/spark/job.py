@@ -120,7 +120,7 @@ def _decimal_digits(text: Column) -> tuple[Column, Column]:
 
 def _parse(col: dict, raw: Column) -> Column:
     """The typed value of a column's text, or null where the text is no value of the type."""
-    name, kind = col["name"], col["type"]
+    kind = col["type"]
     stripped = F.regexp_replace(raw, _WHITESPACE, "")
     if kind == "string":
         return raw
@@ -148,10 +148,8 @@ def _parse(col: dict, raw: Column) -> Column:
                 if "%.f" in fmt:
                     parsed = F.when(~text.rlike(_SUB_MICROSECOND), parsed)  # chrono would drop nanoseconds
             else:
-                parsed = F.try_to_date(text, pattern) if hasattr(F, "try_to_date") else \
-                    F.to_date(F.try_to_timestamp(text, pattern))
+                parsed = F.try_to_date(text, java_pattern(fmt))
             tries.append(parsed)
-    del name
     return F.coalesce(*tries)
 
 
@@ -222,7 +220,7 @@ def _records(spark: SparkSession, req: dict) -> DataFrame:
         raise NotOnSpark(f"the {csv['encoding']} encoding (Spark reads these files as UTF-8 only here)")
     lines = spark.read.option("lineSep", "\n").text(req["source_uri"])
     numbered = lines.rdd.zipWithIndex().map(lambda p: (p[0][0], p[1] + 1)).toDF(["text", SOURCE_LINE])
-    body = numbered.where((F.col(SOURCE_LINE) > 1)).withColumn("text", F.regexp_replace("text", "\r$", "")) \
+    body = numbered.where(F.col(SOURCE_LINE) > 1).withColumn("text", F.regexp_replace("text", "\r$", "")) \
         .where(F.col("text") != "")  # a blank line is no record
     q, d = csv["quote_char"], csv["delimiter"]
     quoted = F.col("text").contains(q)
@@ -312,18 +310,21 @@ def stage(spark: SparkSession, req: dict) -> dict:
         *names, F.lit(req["source_name"]).alias(SOURCE_FILE), SOURCE_LINE).orderBy(SOURCE_LINE)
     msg = F.transform("_fails", lambda x: F.concat(x["column"], F.lit(": "), x["rule"], F.lit(" (value "),
                                                       F.coalesce(x["value"], F.lit("null")), F.lit(")")))
-    bad = checked.where(F.size("_fails") > 0).select(
+    # The Arrow engine's order: unreadable records, then rows that broke a rule, then repeated keys
+    # (found after the pass), each in line order.
+    rank = F.when(F.expr("exists(_fails, x -> x.rule = 'unique_key')"), F.lit(2)).otherwise(F.lit(1))
+    bad = checked.where(F.size("_fails") > 0).select(rank.alias("_rank"),
         F.lit(req["source_name"]).alias(SOURCE_FILE), SOURCE_LINE,
         F.transform("_fails", lambda x: x["column"]).alias(Q_COLUMNS),
         F.transform("_fails", lambda x: x["rule"]).alias(Q_RULES),
         F.array_join(msg, "; ").alias(Q_ERRORS),
         *[F.col(f"raw__{c}").alias(c) for c in names], F.lit(None).cast("string").alias(Q_RAW))
     structure = records.where(F.col("_structure")).select(
-        F.lit(req["source_name"]).alias(SOURCE_FILE), SOURCE_LINE, F.array(F.lit("*")).alias(Q_COLUMNS),
+        F.lit(0).alias("_rank"), F.lit(req["source_name"]).alias(SOURCE_FILE), SOURCE_LINE, F.array(F.lit("*")).alias(Q_COLUMNS),
         F.array(F.lit("structure")).alias(Q_RULES),
         F.concat(F.lit(f"expected {n} fields, found "), F.col("_fields").cast("string")).alias(Q_ERRORS),
         *[F.lit(None).cast("string").alias(c) for c in names], F.col("text").alias(Q_RAW))
-    quarantined = structure.unionByName(bad).orderBy(SOURCE_LINE)
+    quarantined = structure.unionByName(bad).orderBy("_rank", SOURCE_LINE).drop("_rank")
     staged.write.mode("overwrite").parquet(req["staging_uri"])
     quarantined.write.mode("overwrite").parquet(req["quarantine_uri"])
     rows_read = records.count()
@@ -342,32 +343,34 @@ def stage(spark: SparkSession, req: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--request", help="the request as JSON (without Dagster Pipes)")
-    ap.add_argument("--result", help="where to write the result as JSON (without Dagster Pipes)")
+    ap.add_argument("--request", help="a JSON file: {'requests': [...]} (without Dagster Pipes)")
+    ap.add_argument("--result", help="where to write {'results': [...]}, one per request, in order")
     args = ap.parse_args(argv)
     if args.request:
         with open(args.request) as f:
-            req = json.load(f)
-        spark = session()
-        try:
-            result = _run(spark, req)
-        finally:
-            spark.stop()
+            requests = json.load(f)["requests"]
+        results = run_all(requests)
         with open(args.result, "w") as f:
-            json.dump(result, f)
-        return 0 if "refused" not in result else 3
+            json.dump({"results": results}, f)
+        return 0
     from dagster_pipes import open_dagster_pipes
 
     with open_dagster_pipes() as pipes:
-        req = pipes.get_extra("request")
-        spark = session()
-        try:
-            result = _run(spark, req)
-        finally:
-            spark.stop()
-        pipes.report_custom_message(result)
-        pipes.log.info(f"{req['source_name']}: {result}")
+        requests = pipes.get_extra("requests")
+        results = run_all(requests)
+        for req, result in zip(requests, results, strict=True):
+            pipes.log.info(f"{req['source_name']}: {json.dumps(result)}")
+        pipes.report_custom_message({"results": results})
     return 0
+
+
+def run_all(requests: list[dict]) -> list[dict]:
+    """Stage each file in turn in one Spark session (a session costs seconds to start)."""
+    spark = session()
+    try:
+        return [_run(spark, req) for req in requests]
+    finally:
+        spark.stop()
 
 
 def _run(spark: SparkSession, req: dict) -> dict:
