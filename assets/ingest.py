@@ -272,7 +272,7 @@ def build_ingest(ds: Dataset, partitions: dg.DynamicPartitionsDefinition) -> dg.
                 staging_key,
                 deps=[landing_key],
                 owners=list(ds.owners),
-                kinds={"parquet", "pandera", "duckdb"},
+                kinds={"parquet", "pandera", "duckdb", *(["spark"] if ds.spec.engine == "spark" else [])},
                 description=ds.spec.description or f"Typed, contract-validated {ds.name}.",
                 metadata={"dagster/column_schema": column_schema(ds),
                           "dagster/table_name": table_name("staging", ds.insight_zone, ds.name),

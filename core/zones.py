@@ -143,7 +143,9 @@ class DatasetSpec(Strict):
     # earlier delivery downstream (a corrected export). `append` keeps both, for sources whose
     # file names legitimately repeat with new content.
     redelivery: Literal["supersede", "append"] = "supersede"
-    engine: Literal["arrow"] = "arrow"  # the staging engine (Spark comes as a second one)
+    # The staging engine: arrow (one machine, the default) or spark (engine/spark: the same contract
+    # and output on Spark, for files one machine cannot take).
+    engine: Literal["arrow", "spark"] = "arrow"
 
     @model_validator(mode="after")
     def _event_time_column(self) -> DatasetSpec:

@@ -18,10 +18,13 @@ __all__ = ["FileIO", "LocalFiles", "StagingEngine", "StagingRequest", "StagingRe
 
 
 def engine_for(dataset: Dataset) -> StagingEngine:
+    if dataset.spec.engine == "spark":
+        from engine.spark import SparkEngine
+
+        return SparkEngine()
     from engine.arrow import ArrowEngine
 
-    engines: dict[str, type] = {"arrow": ArrowEngine}
-    return engines[dataset.spec.engine]()
+    return ArrowEngine()
 
 
 class LocalFiles:

@@ -9,6 +9,7 @@ files (schema and every value), the counts and the violations.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pyarrow.parquet as pq
 import pytest
-from support import SAMPLES
+from support import SAMPLES, dataset_defs, ingest, published_file, query
 
 from checks.freshness import delivery_contract
 from cli import generate
@@ -203,6 +204,7 @@ def test_every_file_stages_identically_on_spark_or_is_refused_before_anything_is
         for what in ("rows_read", "rows_staged", "rows_quarantined", "duplicates", "newest_event_time"):
             assert getattr(s, what) == getattr(a, what), (path.name, what, getattr(a, what), getattr(s, what))
         assert dict(s.violations) == dict(a.violations), path.name
+        assert s.examples == a.examples, (path.name, a.examples, s.examples)  # PII masked alike
         for uri in ("staging_uri", "quarantine_uri"):
             left, right = pq.read_table(getattr(a, uri)), pq.read_table(getattr(s, uri))
             assert not (problem := _diff(left, right)), f"{path.name} {uri}: {problem}"
@@ -220,3 +222,27 @@ def test_the_tricky_files_exercise_every_kind_of_verdict(files, outcomes) -> Non
             "greater_than_or_equal_to", "str_matches", "unique_key", "structure", "dropoff_not_before_pickup",
             "expense_not_after_submission", "not_after_arrival"} <= rules, rules
 
+
+
+def test_a_dataset_declaring_spark_runs_through_the_same_assets_checks_and_catalog(tmp_path: Path) -> None:
+    """``engine: spark`` changes only the engine: the same run, checks, published tables; the
+    staging asset's kinds say spark."""
+    base = {d.id: d for d in all_datasets()}["mobility__yellow_trips"]
+    on_spark = dataclasses.replace(base, spec=base.spec.model_copy(update={"engine": "spark"}))
+    seen = {}
+    for ds in (base, on_spark):
+        defs = dataset_defs(ds)
+        [staging] = [s for s in defs.assets.specs if s.key.path[0].startswith("staging")]
+        seen[ds.spec.engine] = (staging.kinds, ingest(tmp_path / ds.spec.engine, ds, TRIPS_2021))
+    assert "spark" in seen["spark"][0] and "spark" not in seen["arrow"][0]
+    (_, arrow), (_, spark) = seen["arrow"], seen["spark"]
+    assert arrow.success and spark.success
+    verdicts = {e: {n: (c.passed, {k: v.value for k, v in c.metadata.items() if k in ("rows_read", "rows_staged",
+                                                                                       "rows_quarantined")})
+                    for n, c in ing.checks().items()} for e, ing in (("arrow", arrow), ("spark", spark))}
+    assert verdicts["arrow"] == verdicts["spark"] and verdicts["spark"]["contract"][0]
+    rows = {e: query(tmp_path / e, "select * exclude (_partition_key) from staging_mobility.yellow_trips "
+                                   "order by _source_line") for e in ("arrow", "spark")}
+    assert len(rows["spark"]) == 776 and rows["arrow"] == rows["spark"]
+    assert pq.read_table(published_file(spark, "quarantine")).equals(pq.read_table(published_file(arrow,
+                                                                                                   "quarantine")))

@@ -50,8 +50,18 @@ def job_request(request: StagingRequest, header: list[str], staging_dir: str, qu
         "contract": contract.portable(), "csv": request.csv.model_dump(),
         "positions": positions, "absent": match.absent_optional, "n_fields": len(header),
         "unique_key": list(contract.spec.unique_key), "event_time": request.event_time,
-        "staging_uri": staging_dir, "quarantine_uri": quarantine_dir,
+        "staging_uri": staging_dir, "quarantine_uri": quarantine_dir, "pii_labels": pii_labels(contract),
     }
+
+
+def pii_labels(contract) -> list[str]:
+    """The failure labels whose values are masked in messages, as the Arrow engine masks them."""
+    spec = contract.spec.columns
+    labels = [c for c, col in spec.items() if col.pii]
+    labels += [r.label for r in contract.row_rules if set(r.columns) & set(labels)]
+    if set(contract.spec.unique_key) & set(labels):
+        labels.append(", ".join(contract.spec.unique_key))
+    return labels
 
 
 def _gather(parts_dir: str, schema: pa.Schema, out, order: list[str]) -> int:
@@ -117,6 +127,14 @@ class SparkEngine:
                 f"{request.source_uri} no longer matches its partition's hash: the partition was landed with sha256 "
                 f"{request.expected_sha256}…, the bytes read now hash to {digest[:16]}…. Nothing was staged.")
         req = job_request(request, header, os.path.join(work, "staging"), os.path.join(work, "quarantine"))
+        if not os.path.isfile(request.source_uri):
+            # Not a local file (an S3 lake): the local Spark session reads a copy; a cluster reads
+            # the object itself (the Pipes launch).
+            os.makedirs(work, exist_ok=True)
+            copy = os.path.join(work, "source.csv")
+            with io_.open_input(request.source_uri) as f, open(copy, "wb") as out:
+                shutil.copyfileobj(f, out, 8 << 20)
+            req["source_uri"] = copy
         return req, header, match, digest
 
     @staticmethod
@@ -155,6 +173,7 @@ class SparkEngine:
             result.rows_read, result.rows_staged, result.rows_quarantined = out["rows_read"], staged, quarantined
             result.violations = Counter(out["violations"])
             result.duplicates = out["duplicates"]
+            result.examples = list(out.get("examples", []))
             if out.get("newest_event_time"):
                 result.newest_event_time = datetime.fromisoformat(out["newest_event_time"])
             if result.rows_read == 0 and contract.spec.empty_file == "reject":

@@ -41,6 +41,7 @@ _FLOAT = r"^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|(?i:inf|infinity|
 _SUB_MICROSECOND = r"[.,][0-9]{6}[0-9]*[1-9]"
 _WHITESPACE = r"^[\p{IsWhite_Space}]+|[\p{IsWhite_Space}]+$"  # what Rust's trim() strips
 _MISSING = "\u0000missing\u0000"  # a field the record does not have (never a value in a text file)
+MAX_EXAMPLES = 5  # quarantine reasons returned for people (as engine.arrow.stager)
 INTEGER_TYPES = {"int16": T.ShortType(), "int32": T.IntegerType(), "int64": T.LongType()}
 
 
@@ -313,20 +314,27 @@ def stage(spark: SparkSession, req: dict) -> dict:
     # The Arrow engine's order: unreadable records, then rows that broke a rule, then repeated keys
     # (found after the pass), each in line order.
     rank = F.when(F.expr("exists(_fails, x -> x.rule = 'unique_key')"), F.lit(2)).otherwise(F.lit(1))
-    bad = checked.where(F.size("_fails") > 0).select(rank.alias("_rank"),
+    pii = req.get("pii_labels") or []
+    public = F.transform("_fails", lambda x: F.concat(
+        x["column"], F.lit(": "), x["rule"], F.lit(" (value "),
+        F.when(x["column"].isin(*pii) if pii else F.lit(False), F.lit("<pii>"))
+        .otherwise(F.coalesce(x["value"], F.lit("null"))), F.lit(")")))
+    bad = checked.where(F.size("_fails") > 0).select(rank.alias("_rank"), F.array_join(public, "; ").alias("_public"),
         F.lit(req["source_name"]).alias(SOURCE_FILE), SOURCE_LINE,
         F.transform("_fails", lambda x: x["column"]).alias(Q_COLUMNS),
         F.transform("_fails", lambda x: x["rule"]).alias(Q_RULES),
         F.array_join(msg, "; ").alias(Q_ERRORS),
         *[F.col(f"raw__{c}").alias(c) for c in names], F.lit(None).cast("string").alias(Q_RAW))
+    found = F.concat(F.lit(f"expected {n} fields, found "), F.col("_fields").cast("string"))
     structure = records.where(F.col("_structure")).select(
-        F.lit(0).alias("_rank"), F.lit(req["source_name"]).alias(SOURCE_FILE), SOURCE_LINE, F.array(F.lit("*")).alias(Q_COLUMNS),
-        F.array(F.lit("structure")).alias(Q_RULES),
-        F.concat(F.lit(f"expected {n} fields, found "), F.col("_fields").cast("string")).alias(Q_ERRORS),
+        F.lit(0).alias("_rank"), found.alias("_public"), F.lit(req["source_name"]).alias(SOURCE_FILE), SOURCE_LINE,
+        F.array(F.lit("*")).alias(Q_COLUMNS), F.array(F.lit("structure")).alias(Q_RULES), found.alias(Q_ERRORS),
         *[F.lit(None).cast("string").alias(c) for c in names], F.col("text").alias(Q_RAW))
-    quarantined = structure.unionByName(bad).orderBy("_rank", SOURCE_LINE).drop("_rank")
+    ordered = structure.unionByName(bad).orderBy("_rank", SOURCE_LINE)
+    quarantined = ordered.drop("_rank", "_public")
     staged.write.mode("overwrite").parquet(req["staging_uri"])
     quarantined.write.mode("overwrite").parquet(req["quarantine_uri"])
+    examples = [f"line {r[0]}: {r[1]}" for r in ordered.select(SOURCE_LINE, "_public").limit(MAX_EXAMPLES).collect()]
     rows_read = records.count()
     rows_staged = spark.read.parquet(req["staging_uri"]).count()
     counts = quarantined.select(F.explode(F.arrays_zip(Q_COLUMNS, Q_RULES)).alias("f")) \
@@ -338,7 +346,7 @@ def stage(spark: SparkSession, req: dict) -> dict:
     duplicates = checked.where(F.expr("exists(_fails, x -> x.rule = 'unique_key')")).count() if keys else 0
     return {"rows_read": rows_read, "rows_staged": rows_staged, "rows_quarantined": rows_read - rows_staged,
             "violations": {f"{r['c']}: {r['r']}": r["count"] for r in counts}, "duplicates": duplicates,
-            "newest_event_time": newest}
+            "newest_event_time": newest, "examples": examples}
 
 
 def main(argv: list[str] | None = None) -> int:
