@@ -8,6 +8,7 @@ returned.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import BinaryIO
 
 from core.zones import Dataset
@@ -17,11 +18,13 @@ __all__ = ["FileIO", "LocalFiles", "StagingEngine", "StagingRequest", "StagingRe
            "stage_local_file"]
 
 
-def engine_for(dataset: Dataset) -> StagingEngine:
+def engine_for(dataset: Dataset, spark_jobs: Callable[[], object] | None = None) -> StagingEngine:
+    """The engine the dataset declares. ``spark_jobs`` makes the launcher the Spark engine runs its
+    job with (the environment's, through Dagster Pipes); called only for a Spark dataset."""
     if dataset.spec.engine == "spark":
         from engine.spark import SparkEngine
 
-        return SparkEngine()
+        return SparkEngine(spark_jobs() if spark_jobs else None)  # type: ignore[arg-type]
     from engine.arrow import ArrowEngine
 
     return ArrowEngine()

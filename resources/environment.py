@@ -232,6 +232,35 @@ class SecretsConfig(Strict):
         return self
 
 
+class SparkConfig(Strict):
+    """Where a dataset with ``engine: spark`` runs its staging job (engine/spark/job.py), through
+    Dagster Pipes: ``local`` starts it as a subprocess in the Spark environment (a local[2]
+    session); ``emr_serverless`` and ``glue`` submit the same script to AWS."""
+
+    kind: Literal["local", "emr_serverless", "glue"] = "local"
+    python: str | None = None  # local: the Spark environment's interpreter; default: .venv-spark/bin/python
+    # Pipes context and messages through this bucket (required in AWS); local default: temporary files.
+    pipes_bucket: str | None = None
+    script_uri: str | None = None  # emr_serverless, glue: where the job script is (s3://…/job.py)
+    application_id: str | None = None  # emr_serverless
+    execution_role_arn: str | None = None  # emr_serverless
+    job_name: str | None = None  # glue: a Glue job whose script is script_uri
+    timeout_minutes: int = Field(default=120, ge=1)
+
+    @model_validator(mode="after")
+    def _complete(self) -> SparkConfig:
+        _match(S3_BUCKET, self.pipes_bucket, "spark.pipes_bucket")
+        _match(ROLE_ARN, self.execution_role_arn, "spark.execution_role_arn")
+        if self.script_uri is not None and not self.script_uri.startswith("s3://"):
+            raise ValueError(f"spark.script_uri {self.script_uri!r} must be an s3:// URI")
+        need = {"emr_serverless": ("pipes_bucket", "script_uri", "application_id", "execution_role_arn"),
+                "glue": ("pipes_bucket", "job_name")}.get(self.kind, ())
+        missing = [f"spark.{n}" for n in need if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"spark.kind {self.kind} needs {', '.join(missing)}")
+        return self
+
+
 class SensorConfig(Strict):
     # A file is picked up once its size and mtime have not changed for this long.
     settle_seconds: float = Field(default=2.0, ge=0)
@@ -391,6 +420,7 @@ class Environment(Strict):
     warehouse: WarehouseConfig
     serving: ServingConfig
     sensors: SensorConfig = SensorConfig()
+    spark: SparkConfig = SparkConfig()
     aws: AwsConfig | None = None
     secrets: SecretsConfig = SecretsConfig()
     alerts: AlertsConfig = AlertsConfig()
@@ -403,6 +433,8 @@ class Environment(Strict):
             ("a glue catalog", self.catalog.kind == "glue"),
             ("a redshift warehouse", self.warehouse.kind == "redshift"),
             ("aurora serving", self.serving.kind == "aurora_postgres"),
+            (f"spark on {self.spark.kind}", self.spark.kind != "local"),
+            ("a pipes bucket", self.spark.pipes_bucket is not None),
             (f"an sns alert channel ({', '.join(sns)})", bool(sns))) if used]
         if uses and self.aws is None:
             raise ValueError(f"an aws section (region, account_id, resource_prefix) is needed for {', '.join(uses)}")

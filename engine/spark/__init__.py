@@ -22,6 +22,7 @@ import tempfile
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -77,8 +78,51 @@ def _gather(parts_dir: str, schema: pa.Schema, out, order: list[str]) -> int:
     return rows
 
 
+class SparkJobs(Protocol):
+    """Runs the Spark staging job over requests (``job_request``), one result dict per request, in
+    order. ``SubprocessJobs`` here; Dagster Pipes launchers (local subprocess, EMR Serverless,
+    Glue) in ``resources.spark``."""
+
+    def run(self, requests: list[dict]) -> list[dict]: ...
+
+
+class SubprocessJobs:
+    """The job as a local subprocess in the Spark environment, requests and results as JSON files
+    (benchmarks, tools, tests without Dagster)."""
+
+    def __init__(self, python: str | None = None):
+        self.python = python or spark_python()
+
+    def run(self, requests: list[dict]) -> list[dict]:
+        work = tempfile.mkdtemp(prefix="spark-job-")
+        try:
+            req_path, result_path = os.path.join(work, "request.json"), os.path.join(work, "result.json")
+            with open(req_path, "w") as f:
+                json.dump({"requests": requests}, f)
+            done = subprocess.run([self.python, str(JOB), "--request", req_path, "--result", result_path],
+                                  capture_output=True, text=True, env=job_env())
+            if done.returncode != 0:
+                tail = "\n".join(done.stderr.strip().splitlines()[-40:])
+                names = ", ".join(r["source_name"] for r in requests)
+                raise RuntimeError(f"the Spark job failed (exit {done.returncode}) on {names}; nothing was "
+                                   f"staged:\n{tail}")
+            with open(result_path) as f:
+                return json.load(f)["results"]
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def job_env() -> dict[str, str]:
+    """The job's environment: this one without the project's Python path (the job imports nothing
+    of it), Spark bound to the loopback interface."""
+    return {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "SPARK_LOCAL_IP": "127.0.0.1"}
+
+
 class SparkEngine:
     name = "spark"
+
+    def __init__(self, jobs: SparkJobs | None = None):
+        self.jobs = jobs or SubprocessJobs()
 
     def stage(self, request: StagingRequest, io_: FileIO) -> StagingResult:
         [outcome] = self.stage_many([request], io_)
@@ -100,7 +144,7 @@ class SparkEngine:
                 except (FileRejected, IntegrityError) as e:
                     outcomes[i] = e
             if prepared:
-                for i, out in zip([p[0] for p in prepared], self._run([p[1] for p in prepared], work), strict=True):
+                for i, out in zip([p[0] for p in prepared], self._results([p[1] for p in prepared]), strict=True):
                     _, req, header, match, digest = next(p for p in prepared if p[0] == i)
                     try:
                         outcomes[i] = self._finish(requests[i], io_, req, out, header, match, digest)
@@ -137,20 +181,12 @@ class SparkEngine:
             req["source_uri"] = copy
         return req, header, match, digest
 
-    @staticmethod
-    def _run(reqs: list[dict], work: str) -> list[dict]:
-        req_path, result_path = os.path.join(work, "request.json"), os.path.join(work, "result.json")
-        with open(req_path, "w") as f:
-            json.dump({"requests": reqs}, f)
-        env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": ""}
-        done = subprocess.run([spark_python(), str(JOB), "--request", req_path, "--result", result_path],
-                              capture_output=True, text=True, env=env)
-        if done.returncode != 0:
-            tail = "\n".join(done.stderr.strip().splitlines()[-40:])
-            names = ", ".join(r["source_name"] for r in reqs)
-            raise RuntimeError(f"the Spark job failed (exit {done.returncode}) on {names}; nothing was staged:\n{tail}")
-        with open(result_path) as f:
-            return json.load(f)["results"]
+    def _results(self, reqs: list[dict]) -> list[dict]:
+        results = self.jobs.run(reqs)
+        if len(results) != len(reqs):
+            raise RuntimeError(f"the Spark job returned {len(results)} results for {len(reqs)} files "
+                               f"({', '.join(r['source_name'] for r in reqs)}); nothing was staged")
+        return results
 
     @staticmethod
     def _finish(request: StagingRequest, io_: FileIO, req: dict, out: dict, header: list[str], match,

@@ -336,7 +336,12 @@ def stage(spark: SparkSession, req: dict) -> dict:
     quarantined.write.mode("overwrite").parquet(req["quarantine_uri"])
     examples = [f"line {r[0]}: {r[1]}" for r in ordered.select(SOURCE_LINE, "_public").limit(MAX_EXAMPLES).collect()]
     rows_read = records.count()
-    rows_staged = spark.read.parquet(req["staging_uri"]).count()
+    written = spark.read.parquet(req["staging_uri"])
+    rows_staged = written.count()
+    verdict = pandera_verdict(written.select(*names), contract, types)
+    if verdict:
+        raise RuntimeError(f"{req['source_name']}: pandera's pyspark schema refuses rows the row split staged "
+                           f"(the compiled contract is inconsistent; nothing is published): {verdict}")
     counts = quarantined.select(F.explode(F.arrays_zip(Q_COLUMNS, Q_RULES)).alias("f")) \
         .groupBy(F.col(f"f.{Q_COLUMNS}").alias("c"), F.col(f"f.{Q_RULES}").alias("r")).count().collect()
     newest = None
@@ -349,10 +354,32 @@ def stage(spark: SparkSession, req: dict) -> dict:
             "newest_event_time": newest, "examples": examples}
 
 
+def pandera_verdict(staged: DataFrame, contract: dict, types: dict[str, T.DataType]) -> dict:
+    """pandera's pyspark backend on the staged rows: their schema (types, nullability) and every
+    column rule it has a built-in check for; empty when they all pass. The row split above decides
+    row by row (pandera's pyspark backend reports no failing rows); this is the second opinion
+    that staged rows meet the contract, as the Arrow engine's pandera polars schema is."""
+    import pandera.pyspark as pa
+
+    builtin = {"in_range": lambda p: pa.Check.in_range(p[0], p[1]), "at_least": lambda p: pa.Check.ge(p[0]),
+               "at_most": lambda p: pa.Check.le(p[0]), "isin": lambda p: pa.Check.isin(list(p)),
+               "str_matches": lambda p: pa.Check.str_matches(p[0])}
+    checks: dict[str, list] = {c["name"]: [] for c in contract["columns"]}
+    for rule in contract["rules"]:
+        if rule["kind"] in builtin and not any(isinstance(v, dict) for v in rule["params"]):
+            checks[rule["columns"][0]].append(builtin[rule["kind"]](rule["params"]))
+    columns = {c["name"]: pa.Column(types[c["name"]], nullable=c["nullable"], checks=checks[c["name"]])
+               for c in contract["columns"]}
+    schema = pa.DataFrameSchema(columns, name=contract["dataset"])
+    return dict(schema.validate(staged).pandera.errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--request", help="a JSON file: {'requests': [...]} (without Dagster Pipes)")
     ap.add_argument("--result", help="where to write {'results': [...]}, one per request, in order")
+    ap.add_argument("--pipes", choices=["file", "s3"], default="file",
+                    help="under Dagster Pipes: context and messages through files (a local subprocess) or S3")
     args = ap.parse_args(argv)
     if args.request:
         with open(args.request) as f:
@@ -361,9 +388,15 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.result, "w") as f:
             json.dump({"results": results}, f)
         return 0
-    from dagster_pipes import open_dagster_pipes
+    from dagster_pipes import PipesS3ContextLoader, PipesS3MessageWriter, open_dagster_pipes
 
-    with open_dagster_pipes() as pipes:
+    kwargs = {}
+    if args.pipes == "s3":
+        import boto3
+
+        s3 = boto3.client("s3")  # the endpoint, region and credentials of the job's environment
+        kwargs = {"context_loader": PipesS3ContextLoader(s3), "message_writer": PipesS3MessageWriter(s3, interval=1)}
+    with open_dagster_pipes(**kwargs) as pipes:
         requests = pipes.get_extra("requests")
         results = run_all(requests)
         for req, result in zip(requests, results, strict=True):
