@@ -430,7 +430,7 @@ def _stage(context: dg.AssetExecutionContext, platform: PlatformResource, ds: Da
         )
         try:
             try:
-                result = engine_for(ds).stage(request, lake)
+                result = engine_for(ds, spark_jobs=lambda: platform.spark_jobs(context)).stage(request, lake)
             except FileRejected as e:
                 yield check_evaluation(context.instance, rejected_result(staging_key, name, e), key, blocking)
                 raise failure(e, note=f"The file stays in landing ({landing.uri(*landed)}): once the contract "

@@ -152,6 +152,30 @@ class PlatformResource(dg.ConfigurableResource):
                                  copy_runner=RedshiftCopy(cfg.copy_role_arn) if self._copy() == "redshift"
                                  else PostgresStdinCopy(self.lake().open_input))
 
+    def spark_jobs(self, context: dg.AssetExecutionContext):
+        """Where a Spark dataset's staging job runs (the environment's ``spark:``), through Dagster
+        Pipes with this run's context: ``engine.spark.SparkJobs``."""
+        env = self.env()
+        cfg = env.spark
+        if cfg.kind == "local":
+            from resources.spark.local import PipesSubprocessJobs
+
+            s3 = _aws(env).client("s3") if cfg.pipes_bucket else None
+            return PipesSubprocessJobs(context, python=cfg.python, s3_client=s3, pipes_bucket=cfg.pipes_bucket)
+        from resources.spark.aws import EmrServerlessJobs, GlueJobs
+
+        aws = _aws(env)
+        assert cfg.pipes_bucket  # validated
+        if cfg.kind == "emr_serverless":
+            assert cfg.application_id and cfg.execution_role_arn and cfg.script_uri  # validated
+            return EmrServerlessJobs(context, emr=aws.client("emr-serverless"), s3=aws.client("s3"),
+                                     application_id=cfg.application_id, execution_role_arn=cfg.execution_role_arn,
+                                     script_uri=cfg.script_uri, pipes_bucket=cfg.pipes_bucket,
+                                     timeout_minutes=cfg.timeout_minutes)
+        assert cfg.job_name  # validated
+        return GlueJobs(context, glue=aws.client("glue"), s3=aws.client("s3"), job_name=cfg.job_name,
+                        pipes_bucket=cfg.pipes_bucket, timeout_minutes=cfg.timeout_minutes)
+
     def _copy(self) -> str:
         copy = self.warehouse_copy or os.environ.get("PLATFORM_WAREHOUSE_COPY") or "redshift"
         if copy not in ("redshift", "postgres_stdin"):

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 from support import SAMPLES, dataset_defs, ingest, published_file, query
@@ -230,13 +231,18 @@ def test_a_dataset_declaring_spark_runs_through_the_same_assets_checks_and_catal
     base = {d.id: d for d in all_datasets()}["mobility__yellow_trips"]
     on_spark = dataclasses.replace(base, spec=base.spec.model_copy(update={"engine": "spark"}))
     seen = {}
+    instance = dg.DagsterInstance.ephemeral()
     for ds in (base, on_spark):
         defs = dataset_defs(ds)
         [staging] = [s for s in defs.assets.specs if s.key.path[0].startswith("staging")]
-        seen[ds.spec.engine] = (staging.kinds, ingest(tmp_path / ds.spec.engine, ds, TRIPS_2021))
+        seen[ds.spec.engine] = (staging.kinds, ingest(tmp_path / ds.spec.engine, ds, TRIPS_2021,
+                                                           instance=instance))
     assert "spark" in seen["spark"][0] and "spark" not in seen["arrow"][0]
     (_, arrow), (_, spark) = seen["arrow"], seen["spark"]
     assert arrow.success and spark.success
+    # The job ran under Dagster Pipes: its log line (with its counts) is in the run's event log.
+    logs = [e.user_message for e in instance.all_logs(spark.result.run_id)]
+    assert any(m.startswith(f"{TRIPS_2021.name}: ") and '"rows_staged": 776' in m for m in logs), logs[-5:]
     verdicts = {e: {n: (c.passed, {k: v.value for k, v in c.metadata.items() if k in ("rows_read", "rows_staged",
                                                                                        "rows_quarantined")})
                     for n, c in ing.checks().items()} for e, ing in (("arrow", arrow), ("spark", spark))}

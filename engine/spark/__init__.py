@@ -65,16 +65,28 @@ def pii_labels(contract) -> list[str]:
     return labels
 
 
-def _gather(parts_dir: str, schema: pa.Schema, out, order: list[str]) -> int:
-    """Spark's part files, in order, as one Parquet file in ``schema`` (row group by row group)."""
+def _gather(io_: FileIO, parts_dir: str, schema: pa.Schema, out, order: list[str]) -> int:
+    """Spark's part files, in order, as one Parquet file in ``schema`` (row group by row group);
+    part files a cluster wrote to the lake are deleted once read."""
+    local = os.path.isdir(parts_dir)
+    if local:
+        parts = sorted(glob.glob(os.path.join(parts_dir, "part-*.parquet")))
+    else:
+        listed = io_.list(parts_dir)  # type: ignore[attr-defined]  # the Lake lists; local dirs need not
+        parts = sorted(u for u in listed if u.rsplit("/", 1)[-1].startswith("part-") and u.endswith(".parquet"))
     rows = 0
     with pq.ParquetWriter(out, schema) as w:
-        for part in sorted(glob.glob(os.path.join(parts_dir, "part-*.parquet"))):
-            f = pq.ParquetFile(part)
-            for i in range(f.num_row_groups):
-                t = f.read_row_group(i).select(order)
-                w.write_table(t.cast(schema))
-                rows += t.num_rows
+        for part in parts:
+            with (open(part, "rb") if local else io_.open_input(part)) as src:
+                f = pq.ParquetFile(src)
+                for i in range(f.num_row_groups):
+                    t = f.read_row_group(i).select(order)
+                    w.write_table(t.cast(schema))
+                    rows += t.num_rows
+    if not local:
+        for uri in listed:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                io_.delete(uri)
     return rows
 
 
@@ -83,12 +95,16 @@ class SparkJobs(Protocol):
     order. ``SubprocessJobs`` here; Dagster Pipes launchers (local subprocess, EMR Serverless,
     Glue) in ``resources.spark``."""
 
+    local_files: bool  # whether the job runs here (local files) or on a cluster (S3 URIs)
+
     def run(self, requests: list[dict]) -> list[dict]: ...
 
 
 class SubprocessJobs:
     """The job as a local subprocess in the Spark environment, requests and results as JSON files
     (benchmarks, tools, tests without Dagster)."""
+
+    local_files = True
 
     def __init__(self, python: str | None = None):
         self.python = python or spark_python()
@@ -154,8 +170,7 @@ class SparkEngine:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    @staticmethod
-    def _prepare(request: StagingRequest, io_: FileIO, work: str) -> tuple[dict, list[str], object, str]:
+    def _prepare(self, request: StagingRequest, io_: FileIO, work: str) -> tuple[dict, list[str], object, str]:
         contract = request.contract
         with io_.open_input(request.source_uri) as f:
             head = f.read(HEADER_LIMIT)
@@ -170,6 +185,9 @@ class SparkEngine:
             raise IntegrityError(
                 f"{request.source_uri} no longer matches its partition's hash: the partition was landed with sha256 "
                 f"{request.expected_sha256}…, the bytes read now hash to {digest[:16]}…. Nothing was staged.")
+        if not self.jobs.local_files:  # a cluster: Spark's part files next to the temporary outputs
+            return job_request(request, header, request.staging_uri + ".spark",
+                               request.quarantine_uri + ".spark"), header, match, digest
         req = job_request(request, header, os.path.join(work, "staging"), os.path.join(work, "quarantine"))
         if not os.path.isfile(request.source_uri):
             # Not a local file (an S3 lake): the local Spark session reads a copy; a cluster reads
@@ -199,9 +217,9 @@ class SparkEngine:
         s_schema, q_schema = staging_schema(contract), quarantine_schema(contract)
         try:
             with io_.open_output(request.staging_uri) as sink:
-                staged = _gather(req["staging_uri"], s_schema, sink, s_schema.names)
+                staged = _gather(io_, req["staging_uri"], s_schema, sink, s_schema.names)
             with io_.open_output(request.quarantine_uri) as sink:
-                quarantined = _gather(req["quarantine_uri"], q_schema, sink, q_schema.names)
+                quarantined = _gather(io_, req["quarantine_uri"], q_schema, sink, q_schema.names)
             if (staged, quarantined) != (out["rows_staged"], out["rows_quarantined"]):
                 raise IntegrityError(f"{contract.dataset}: Spark reported {out['rows_staged']} staged and "
                                      f"{out['rows_quarantined']} quarantined rows, its files hold {staged} and "

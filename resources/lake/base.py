@@ -148,6 +148,11 @@ class Lake:
         store, parts = self._locate(uri)
         return store.open_input(*parts)
 
+    def list(self, uri: str) -> list[str]:
+        """The URIs of the objects directly under ``uri`` (a cluster's part files)."""
+        store, parts = self._locate(uri)
+        return [store.uri(*f.parts) for f in store.list(*parts)]
+
     def open_output(self, uri: str) -> BinaryIO:
         store, parts = self._locate(uri)
         return store.open_output(*parts)

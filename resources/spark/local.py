@@ -7,6 +7,8 @@ S3, as they do from EMR Serverless or Glue (the same job code path, testable on 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -24,7 +26,24 @@ def results_of(messages: list[Any], requests: list[dict], where: str) -> list[di
     return found[-1]
 
 
+@contextlib.contextmanager
+def step_keeps_its_own_outputs(context: dg.AssetExecutionContext) -> Iterator[None]:
+    """Pipes expects an asset step to return Pipes' results as its outputs, and turns a step's
+    usual leniency off for that. Here Pipes carries only the job's log and result: the step
+    records its own per-file materialisations and check evaluations (assets.ingest), so its mode
+    is put back once the job is done. (Dagster has no public switch back: the step context's flag
+    is set directly; tests/test_spark_engine.py runs this path.)"""
+    step = context.op_execution_context._step_execution_context  # noqa: SLF001
+    before = (step.requires_typed_event_stream, step.typed_event_stream_error_message)
+    try:
+        yield
+    finally:
+        step._requires_typed_event_stream, step._typed_event_stream_error_message = before  # noqa: SLF001
+
+
 class PipesSubprocessJobs:
+    local_files = True  # a local session: it reads and writes local files
+
     def __init__(self, context: dg.AssetExecutionContext, python: str | None = None, s3_client: Any = None,
                  pipes_bucket: str | None = None):
         self.context, self.python = context, python or spark_python()
@@ -42,6 +61,7 @@ class PipesSubprocessJobs:
                                                              interval=1)}
             mode = "s3"
         client = dg.PipesSubprocessClient(env=job_env(), **kwargs)
-        done = client.run(context=self.context, command=[self.python, str(JOB), "--pipes", mode],
-                          extras={"requests": requests})
+        with step_keeps_its_own_outputs(self.context):
+            done = client.run(context=self.context, command=[self.python, str(JOB), "--pipes", mode],
+                              extras={"requests": requests})
         return results_of(done.get_custom_messages(), requests, "a local subprocess")
