@@ -52,7 +52,7 @@ class StagingResult:
     violations: Counter = field(default_factory=Counter)  # "column: rule" → rows
     examples: list[str] = field(default_factory=list)  # a few quarantine reasons, PII masked, for people
     header: HeaderMatch | None = None
-    read_path: str = "fast"  # "fast", or "line_by_line" for text that is really broken
+    read_path: str = "fast"  # "fast", "line_by_line" for text that is really broken, or "spark"
     sha256: str | None = None  # of the source bytes as read
     duplicates: int = 0  # rows quarantined for the unique key
     staging_uri: str | None = None  # the outputs: where the staged rows were written

@@ -23,9 +23,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import operator
 import os
 import re
 import sys
+from functools import reduce
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -120,38 +122,44 @@ def _decimal_digits(text: Column) -> tuple[Column, Column]:
 
 
 def _parse(col: dict, raw: Column) -> Column:
-    """The typed value of a column's text, or null where the text is no value of the type."""
+    """The typed value of a column's text, or null where the text is no value of the type. The
+    text as it is first, stripped only where that fails (Spark evaluates a coalesce lazily), as
+    the Arrow engine retries only the values its first parse missed."""
     kind = col["type"]
-    stripped = F.regexp_replace(raw, _WHITESPACE, "")
     if kind == "string":
         return raw
+    stripped = F.regexp_replace(raw, _WHITESPACE, "")
+    if kind in ("timestamp", "date"):
+        tries = []
+        for text in (raw, stripped):
+            for fmt in col["formats"]:
+                if kind == "timestamp":
+                    parsed = F.try_to_timestamp(text, F.lit(java_pattern(fmt)))
+                    if "%.f" in fmt:
+                        parsed = F.when(~text.rlike(_SUB_MICROSECOND), parsed)  # chrono would drop nanoseconds
+                else:
+                    parsed = F.try_to_date(text, java_pattern(fmt))
+                tries.append(parsed)
+        return F.coalesce(*tries)
+    return F.coalesce(_parse_text(col, raw), _parse_text(col, stripped))
+
+
+def _parse_text(col: dict, text: Column) -> Column:
+    kind = col["type"]
     if kind == "boolean":
-        low = F.lower(stripped)
+        low = F.lower(text)
         return F.when(low.isin(*TRUE_WORDS), F.lit(True)).when(low.isin(*FALSE_WORDS), F.lit(False))
     if kind == "decimal":
-        integer, fraction = _decimal_digits(stripped)
-        fits = stripped.rlike(_DECIMAL) & (integer <= col["precision"] - col["scale"]) & (fraction <= col["scale"])
-        return F.when(fits, stripped.try_cast(_spark_type(col)))
+        integer, fraction = _decimal_digits(text)
+        fits = text.rlike(_DECIMAL) & (integer <= col["precision"] - col["scale"]) & (fraction <= col["scale"])
+        return F.when(fits, text.try_cast(_spark_type(col)))
     if kind in INTEGER_TYPES:
-        return F.when(stripped.rlike(_INTEGER), stripped.try_cast(INTEGER_TYPES[kind]))
-    if kind == "float64":
-        low = F.lower(stripped)
-        special = (F.when(low.rlike(r"^[+]?(inf|infinity)$"), F.lit(float("inf")))
-                   .when(low.rlike(r"^-(inf|infinity)$"), F.lit(float("-inf")))
-                   .when(low.rlike(r"^[+-]?nan$"), F.lit(float("nan"))))
-        return F.when(stripped.rlike(_FLOAT), F.coalesce(special, stripped.try_cast(T.DoubleType())))
-    tries = []
-    for text in (raw, stripped):
-        for fmt in col["formats"]:
-            pattern = F.lit(java_pattern(fmt))
-            if kind == "timestamp":
-                parsed = F.try_to_timestamp(text, pattern)
-                if "%.f" in fmt:
-                    parsed = F.when(~text.rlike(_SUB_MICROSECOND), parsed)  # chrono would drop nanoseconds
-            else:
-                parsed = F.try_to_date(text, java_pattern(fmt))
-            tries.append(parsed)
-    return F.coalesce(*tries)
+        return F.when(text.rlike(_INTEGER), text.try_cast(INTEGER_TYPES[kind]))
+    low = F.lower(text)
+    special = (F.when(low.rlike(r"^[+]?(inf|infinity)$"), F.lit(float("inf")))
+               .when(low.rlike(r"^-(inf|infinity)$"), F.lit(float("-inf")))
+               .when(low.rlike(r"^[+-]?nan$"), F.lit(float("nan"))))
+    return F.when(text.rlike(_FLOAT), F.coalesce(text.try_cast(T.DoubleType()), special))
 
 
 def _unparsed_rule(col: dict, raw: Column) -> Column:
@@ -210,6 +218,26 @@ def rule_ok(rule: dict, types: dict[str, T.DataType]) -> Column:
 
 
 # -- reading -----------------------------------------------------------------------------------
+def _numbered_lines(spark: SparkSession, uri: str) -> DataFrame:
+    """The file's lines with their line numbers, all in the JVM: a line's number is the lines of
+    the partitions before its own plus its place in its partition (monotonically_increasing_id
+    holds the partition in its upper bits and the place in the lower 33). Partitions of one text
+    file follow its byte order."""
+    lines = spark.read.option("lineSep", "\n").text(uri).select(
+        F.col("value").alias("text"), F.spark_partition_id().alias("_pid"),
+        F.monotonically_increasing_id().alias("_mid")).cache()
+    counts = sorted((r[0], r[1]) for r in lines.groupBy("_pid").count().collect())
+    offsets, seen = [], 0
+    for pid, n in counts:
+        offsets.append((pid, seen))
+        seen += n
+    offset = spark.createDataFrame(offsets or [(0, 0)], "_pid INT, _offset LONG")
+    place = F.col("_mid") - F.shiftleft(F.col("_pid").cast("long"), 33)
+    return lines.join(F.broadcast(offset), "_pid").select(
+        "text", (F.col("_offset") + place + 1).alias(SOURCE_LINE))
+
+
+
 def _records(spark: SparkSession, req: dict) -> DataFrame:
     """Every data record of the file as its contract columns' text, with its line number.
 
@@ -219,8 +247,7 @@ def _records(spark: SparkSession, req: dict) -> DataFrame:
     csv, n = req["csv"], req["n_fields"]
     if csv["encoding"].replace("-", "").lower() not in ("utf8", "utf8sig"):
         raise NotOnSpark(f"the {csv['encoding']} encoding (Spark reads these files as UTF-8 only here)")
-    lines = spark.read.option("lineSep", "\n").text(req["source_uri"])
-    numbered = lines.rdd.zipWithIndex().map(lambda p: (p[0][0], p[1] + 1)).toDF(["text", SOURCE_LINE])
+    numbered = _numbered_lines(spark, req["source_uri"])
     body = numbered.where(F.col(SOURCE_LINE) > 1).withColumn("text", F.regexp_replace("text", "\r$", "")) \
         .where(F.col("text") != "")  # a blank line is no record
     q, d = csv["quote_char"], csv["delimiter"]
@@ -268,11 +295,13 @@ def stage(spark: SparkSession, req: dict) -> dict:
         SOURCE_LINE, *[F.col(c).alias(f"raw__{c}") for c in names],
         *[_parse(c, F.col(c["name"])).cast(types[c["name"]]).alias(c["name"]) for c in cols])
     failures = []  # (column, rule, value) per failed check, in the Arrow engine's order
+    broken = []  # the same conditions as plain booleans: one cheap test per row decides
     for c in cols:
         if c["type"] == "string":
             continue
         raw = F.col(f"raw__{c['name']}")
-        failures.append(F.when(raw.isNotNull() & F.col(c["name"]).isNull(), F.struct(
+        broken.append(raw.isNotNull() & F.col(c["name"]).isNull())
+        failures.append(F.when(broken[-1], F.struct(
             F.lit(c["name"]).alias("column"), _unparsed_rule(c, raw).alias("rule"), raw.alias("value"))))
     unparsed = {c["name"]: F.col(f"raw__{c['name']}").isNotNull() & F.col(c["name"]).isNull()
                 for c in cols if c["type"] != "string"}
@@ -287,10 +316,14 @@ def stage(spark: SparkSession, req: dict) -> dict:
             value = F.col(f"raw__{label}")
             if rule["kind"] == "not_nullable" and label in unparsed:
                 ok = ok | unparsed[label]  # a value that failed to parse is reported as such, not as a null
+        broken.append(~ok)
         failures.append(F.when(~ok, F.struct(F.lit(label).alias("column"), F.lit(rule["name"]).alias("rule"),
                                              value.alias("value"))))
-    checked = typed.withColumn("_fails", F.filter(F.array(*failures), lambda x: x.isNotNull())) if failures \
-        else typed.withColumn("_fails", F.array())
+    # The list of failures (a higher-order function, not compiled) only for the rows that fail.
+    empty = F.array().cast("array<struct<column:string,rule:string,value:string>>")
+    checked = typed.withColumn("_fails", F.when(reduce(operator.or_, broken), F.filter(
+        F.array(*failures), lambda x: x.isNotNull())).otherwise(empty)) if failures else typed.withColumn(
+        "_fails", empty)
     keys = req.get("unique_key") or []
     if keys:
         ok_rows = F.size("_fails") == 0
@@ -308,7 +341,10 @@ def stage(spark: SparkSession, req: dict) -> dict:
             .otherwise(F.col("_fails")))
     checked = checked.cache()
     staged = checked.where(F.size("_fails") == 0).select(
-        *names, F.lit(req["source_name"]).alias(SOURCE_FILE), SOURCE_LINE).orderBy(SOURCE_LINE)
+        *names, F.lit(req["source_name"]).alias(SOURCE_FILE), SOURCE_LINE)
+    # Partitions still follow the file unless the key's window shuffled them: sorting within
+    # each one is then enough for line order (a global sort costs a shuffle of every row).
+    staged = staged.orderBy(SOURCE_LINE) if keys else staged.sortWithinPartitions(SOURCE_LINE)
     msg = F.transform("_fails", lambda x: F.concat(x["column"], F.lit(": "), x["rule"], F.lit(" (value "),
                                                       F.coalesce(x["value"], F.lit("null")), F.lit(")")))
     # The Arrow engine's order: unreadable records, then rows that broke a rule, then repeated keys
