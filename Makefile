@@ -60,6 +60,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/incremental_bench.py
 	$(PY) bench/serving_bench.py
 	$(PY) bench/compaction_bench.py
+	$(PY) bench/spark_bench.py --rows 1000000 --files 1,2,4
 
 freeze: $(VENV)/.installed
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > requirements.txt.new && mv requirements.txt.new requirements.txt

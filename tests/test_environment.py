@@ -166,3 +166,22 @@ def test_environments_may_share_an_account(env_dir: Path, tmp_path: Path) -> Non
     path = env_dir / "test.yaml"
     path.write_text(path.read_text().replace("222222222222", "333333333333"))
     assert load_environment("test", str(tmp_path), str(env_dir)).aws.account_id == "333333333333"
+
+
+def test_spark_defaults_to_a_local_session_and_a_cluster_needs_all_its_names(env_dir: Path, tmp_path: Path) -> None:
+    assert load_environment("local", str(tmp_path), str(env_dir)).spark.kind == "local"
+    path = env_dir / "test.yaml"
+    base = path.read_text()
+    path.write_text(base + "spark:\n  kind: emr_serverless\n  pipes_bucket: acme-lake-test-pipes\n")
+    with pytest.raises(ConfigError, match="spark.kind emr_serverless needs spark.script_uri, spark.application_id, "
+                                          "spark.execution_role_arn"):
+        load_environment("test", str(tmp_path), str(env_dir))
+    path.write_text(base + "spark:\n  kind: emr_serverless\n  pipes_bucket: acme-lake-test-pipes\n"
+                    "  script_uri: s3://acme-lake-test-artifacts/job.py\n  application_id: app1\n"
+                    "  execution_role_arn: arn:aws:iam::222222222222:role/acme-lake-test-spark\n")
+    spark = load_environment("test", str(tmp_path), str(env_dir)).spark
+    assert (spark.kind, spark.application_id) == ("emr_serverless", "app1")
+    local = env_dir / "local.yaml"
+    local.write_text(local.read_text() + "spark:\n  kind: glue\n  job_name: stage\n  pipes_bucket: lake-pipes\n")
+    with pytest.raises(ConfigError, match=r"an aws section .* is needed for spark on glue, a pipes bucket"):
+        load_environment("local", str(tmp_path / "other"), str(env_dir))  # another key: loads are cached
