@@ -35,6 +35,7 @@ from core.contract_spec import ColumnSpec, ContractSpec, snake_case
 from core.errors import ContractError
 from core.rules import (
     FALSE_WORDS,
+    GRAMMAR,
     TRUE_WORDS,
     RuleSpec,
     column_rule_specs,
@@ -46,11 +47,7 @@ from core.types import INTEGER_RANGES, ContractType
 
 __all__ = ["CompiledContract", "ContractSpec", "HeaderMatch", "Rule", "compile_contract", "snake_case"]
 
-# ASCII digits only: the regex crate's \d also matches other scripts' digits, which no cast reads.
-_INTEGER = r"^[+-]?[0-9]+$"
-_DECIMAL = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)$"
-# A fraction of a second with a non-zero digit below the microsecond, which the type cannot hold.
-_SUB_MICROSECOND = r"[.,][0-9]{6}[0-9]*[1-9]"
+_INTEGER, _DECIMAL, _SUB_MICROSECOND = GRAMMAR["integer"], GRAMMAR["decimal"], GRAMMAR["sub_microsecond"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +97,15 @@ class CompiledContract:
     def row_rules(self) -> list[Rule]:
         return [r for r in self.rules if r.row_rule]
 
+    def pii_labels(self) -> list[str]:
+        """Failure labels whose values messages mask: PII columns, row rules over one, and the
+        unique key when it holds one (quarantine itself keeps the values: a restricted zone)."""
+        labels = [c for c, col in self.spec.columns.items() if col.pii]
+        labels += [r.label for r in self.row_rules if set(r.columns) & set(labels)]
+        if set(self.spec.unique_key) & set(labels):
+            labels.append(", ".join(self.spec.unique_key))
+        return labels
+
     def portable(self) -> dict:
         """The contract as JSON for an engine in another environment (``core.rules``)."""
         return portable_contract(self.dataset, self.spec, [r.spec for r in self.rules if r.spec is not None])
@@ -130,8 +136,8 @@ class CompiledContract:
 
 def _decimal_digits(text: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     """(integer digits without leading zeros, decimal places without trailing zeros) of a number's text."""
-    integer = text.str.extract(r"^[+-]?0*([0-9]*)", 1).fill_null("").str.len_chars()
-    fraction = text.str.extract(r"\.([0-9]*?)0*$", 1).fill_null("").str.len_chars()
+    integer = text.str.extract(GRAMMAR["integer_digits"], 1).fill_null("").str.len_chars()
+    fraction = text.str.extract(GRAMMAR["fraction_digits"], 1).fill_null("").str.len_chars()
     return integer, fraction
 
 

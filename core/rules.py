@@ -26,6 +26,18 @@ DEFAULT_FORMATS = {
 }
 TRUE_WORDS = ["true", "t", "yes", "y", "1"]
 FALSE_WORDS = ["false", "f", "no", "n", "0"]
+# The text every engine accepts as a value (regular expressions that polars and Java read alike).
+GRAMMAR: dict[str, Any] = {
+    # ASCII digits only: the regex crate's \d also matches other scripts' digits, which no cast reads.
+    "integer": r"^[+-]?[0-9]+$",
+    "decimal": r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)$",
+    "integer_digits": r"^[+-]?0*([0-9]*)",  # a number's integer digits without leading zeros
+    "fraction_digits": r"\.([0-9]*?)0*$",  # its decimal places without trailing zeros
+    # A fraction of a second with a non-zero digit below the microsecond, which the type cannot hold.
+    "sub_microsecond": r"[.,][0-9]{6}[0-9]*[1-9]",
+    "true_words": TRUE_WORDS,
+    "false_words": FALSE_WORDS,
+}
 
 
 @dataclass(frozen=True)
@@ -84,7 +96,7 @@ def portable_contract(dataset: str, spec: ContractSpec, rules: list[RuleSpec]) -
     return {"dataset": dataset, "columns": columns,
             "rules": [{"name": r.name, "kind": r.kind, "columns": list(r.columns),
                        "params": [_json(v) for v in r.params]} for r in rules],
-            "true_words": TRUE_WORDS, "false_words": FALSE_WORDS}
+            "grammar": GRAMMAR}
 
 
 def _json(value: Any) -> Any:

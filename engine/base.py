@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import BinaryIO, Protocol
 
 from checks.contract import CompiledContract, HeaderMatch
+from core.errors import FileRejected, IntegrityError
 from core.zones import CsvOptions
 
 
@@ -66,6 +67,22 @@ class StagingResult:
     @property
     def slow_path(self) -> bool:
         return self.read_path != "fast"
+
+
+def check_landed_bytes(request: StagingRequest, sha256: str | None) -> None:
+    """Every engine refuses a landed object whose bytes no longer match its partition's hash."""
+    if request.expected_sha256 and not (sha256 or "").startswith(request.expected_sha256):
+        raise IntegrityError(
+            f"{request.source_uri} no longer matches its partition's hash: the partition was landed with "
+            f"sha256 {request.expected_sha256}…, the bytes read now hash to {(sha256 or '')[:16]}…. "
+            "Landed objects are immutable: nothing was staged. Re-deliver the file to land it again.")
+
+
+def check_not_empty(request: StagingRequest, result: StagingResult, header: list[str]) -> None:
+    """A file with a header and no data rows is refused unless its contract accepts that."""
+    if result.rows_read == 0 and request.contract.spec.empty_file == "reject":
+        raise FileRejected(request.source_name, request.dataset, "the file has a header but no data rows",
+                           header=header)
 
 
 class StagingEngine(Protocol):

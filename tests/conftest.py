@@ -59,3 +59,17 @@ def aws(moto_server, monkeypatch: pytest.MonkeyPatch):
     for key in ("AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(key, raising=False)
     return moto_server
+
+
+@pytest.fixture(scope="module")
+def one_spark_at_a_time():
+    """Spark sessions take both cores: the test modules that start one take turns across xdist
+    workers (a file lock), so the other workers' dagster dev tests keep some CPU."""
+    import fcntl
+
+    with open("/tmp/lake-platform-tests-spark.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

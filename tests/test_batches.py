@@ -172,7 +172,7 @@ def test_a_retried_batch_does_not_stage_its_files_twice(home: Path, instance, mo
                 raise ResourceBusy(f"{request.source_name}: the lake is busy (injected)")
             return self.inner.stage(request, lake)
 
-    monkeypatch.setattr("assets.ingest.engine_for", lambda ds: Flaky(real(ds)))
+    monkeypatch.setattr("assets.ingest.engine_for", lambda ds, **kw: Flaky(real(ds, **kw)))
     result = _tick(f"{DATASET}__ingress", instance, platform)
     first, second = [r for r in result.run_requests if r.job_name == defs.job.name]
     out = execute_request(defs, first, instance, platform)

@@ -28,6 +28,10 @@ from core.errors import (
 )
 
 PACKAGES = ("assets", "checks", "cli", "core", "engine", "resources")
+# Modules that run in an environment of their own, importing nothing of the project: the Spark job
+# (its refusals and failures reach the platform as the driver's FileRejected, ContractError or
+# ResourceUnavailable).
+OTHER_ENVIRONMENTS = {"engine.spark.job"}
 # Signals raised and caught inside one module, never seen outside it.
 INTERNAL_SIGNALS = {"NeedsLineByLine", "_TooLong", "_BadContinuation"}
 VALIDATORS = {"field_validator", "model_validator"}
@@ -37,7 +41,8 @@ def _modules() -> list[str]:
     out = []
     for package in PACKAGES:
         out.append(package)
-        out += [m.name for m in pkgutil.walk_packages([str(REPO / package)], prefix=f"{package}.")]
+        out += [m.name for m in pkgutil.walk_packages([str(REPO / package)], prefix=f"{package}.")
+                if m.name not in OTHER_ENVIRONMENTS]
     return out
 
 

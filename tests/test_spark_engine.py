@@ -28,7 +28,7 @@ from engine import LocalFiles, StagingRequest
 from engine.arrow import ArrowEngine
 from engine.spark import SparkEngine, spark_python
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_spark_at_a_time")]
 
 DATASETS = {d.contract.dataset: d for d in all_datasets()}
 TRIPS_2021 = SAMPLES / "mobility" / "yellow_trips" / "yellow_tripdata_2021-01_sample.csv"
@@ -178,7 +178,7 @@ def files(tmp_path_factory) -> list[tuple[Path, str]]:
 
 
 @pytest.fixture(scope="module")
-def outcomes(files, tmp_path_factory) -> list[tuple[object, object]]:
+def outcomes(files, tmp_path_factory, one_spark_at_a_time) -> list[tuple[object, object]]:
     out = tmp_path_factory.mktemp("spark_out")
     arrow = []
     for path, dataset in files:

@@ -18,7 +18,7 @@ from engine.spark import job_request
 from resources.spark.aws import EmrServerlessJobs
 from resources.spark.local import PipesSubprocessJobs
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_spark_at_a_time")]
 
 REGION = "eu-west-1"
 BUCKET = "lake-pipes"

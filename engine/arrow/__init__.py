@@ -36,7 +36,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from checks.contract import CompiledContract, HeaderMatch
-from core.errors import FileRejected, IntegrityError
+from core.errors import IntegrityError
 from core.names import SOURCE_LINE
 from core.zones import CsvOptions
 from engine.arrow.records import (
@@ -50,7 +50,7 @@ from engine.arrow.records import (
     read_header,
 )
 from engine.arrow.stager import BackgroundWriter, Stager, check_header, quarantine_schema, staging_schema
-from engine.base import FileIO, StagingRequest, StagingResult
+from engine.base import FileIO, StagingRequest, StagingResult, check_landed_bytes, check_not_empty
 
 __all__ = ["BLOCK_SIZE", "ArrowEngine"]
 
@@ -230,14 +230,8 @@ class ArrowEngine:
             except NeedsLineByLine:
                 result = self._attempt(request, io_, header, match, header_only, slow=True, extra=extra)
             result.header = match
-            if request.expected_sha256 and not (result.sha256 or "").startswith(request.expected_sha256):
-                raise IntegrityError(
-                    f"{request.source_uri} no longer matches its partition's hash: the partition was landed with "
-                    f"sha256 {request.expected_sha256}…, the bytes read now hash to {(result.sha256 or '')[:16]}…. "
-                    "Landed objects are immutable: nothing was staged. Re-deliver the file to land it again.")
-            if result.rows_read == 0 and contract.spec.empty_file == "reject":
-                raise FileRejected(request.source_name, contract.dataset, "the file has a header but no data rows",
-                                   header=header)
+            check_landed_bytes(request, result.sha256)
+            check_not_empty(request, result, header)
         except BaseException:
             for uri in extra:
                 with contextlib.suppress(FileNotFoundError, OSError):

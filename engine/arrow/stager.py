@@ -170,11 +170,7 @@ class Stager:
         self.rule_failed = pl.any_horizontal(others).alias("bad") if others else None
         self.flagged: list[tuple[pl.DataFrame, pl.DataFrame, np.ndarray]] = []
         self.flagged_rows = 0
-        self.pii_columns = [c for c, col in spec.items() if col.pii]
-        # A rule over PII columns must not print their values either, nor a unique key that holds one.
-        self.pii_columns += [r.label for r in contract.row_rules if set(r.columns) & set(self.pii_columns)]
-        if set(contract.spec.unique_key) & set(self.pii_columns):
-            self.pii_columns.append(", ".join(contract.spec.unique_key))
+        self.pii_columns = contract.pii_labels()
 
     # -- batches ------------------------------------------------------------------------------
     def process(self, raw_batch: pa_arrow.RecordBatch, lines: np.ndarray) -> None:

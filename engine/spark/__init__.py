@@ -27,10 +27,10 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.errors import FileRejected, IntegrityError
+from core.errors import ContractError, FileRejected, IntegrityError, ResourceUnavailable
 from engine.arrow.records import HEADER_LIMIT, read_header
-from engine.arrow.stager import check_header, quarantine_schema, staging_schema
-from engine.base import FileIO, StagingRequest, StagingResult
+from engine.arrow.stager import MAX_EXAMPLES, check_header, quarantine_schema, staging_schema
+from engine.base import FileIO, StagingRequest, StagingResult, check_landed_bytes, check_not_empty
 
 JOB = Path(__file__).with_name("job.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,18 +51,9 @@ def job_request(request: StagingRequest, header: list[str], staging_dir: str, qu
         "contract": contract.portable(), "csv": request.csv.model_dump(),
         "positions": positions, "absent": match.absent_optional, "n_fields": len(header),
         "unique_key": list(contract.spec.unique_key), "event_time": request.event_time,
-        "staging_uri": staging_dir, "quarantine_uri": quarantine_dir, "pii_labels": pii_labels(contract),
+        "staging_uri": staging_dir, "quarantine_uri": quarantine_dir, "pii_labels": contract.pii_labels(),
+        "max_examples": MAX_EXAMPLES,
     }
-
-
-def pii_labels(contract) -> list[str]:
-    """The failure labels whose values are masked in messages, as the Arrow engine masks them."""
-    spec = contract.spec.columns
-    labels = [c for c, col in spec.items() if col.pii]
-    labels += [r.label for r in contract.row_rules if set(r.columns) & set(labels)]
-    if set(contract.spec.unique_key) & set(labels):
-        labels.append(", ".join(contract.spec.unique_key))
-    return labels
 
 
 def _gather(io_: FileIO, parts_dir: str, schema: pa.Schema, out, order: list[str]) -> int:
@@ -120,7 +111,7 @@ class SubprocessJobs:
             if done.returncode != 0:
                 tail = "\n".join(done.stderr.strip().splitlines()[-40:])
                 names = ", ".join(r["source_name"] for r in requests)
-                raise RuntimeError(f"the Spark job failed (exit {done.returncode}) on {names}; nothing was "
+                raise ResourceUnavailable(f"the Spark job failed (exit {done.returncode}) on {names}; nothing was "
                                    f"staged:\n{tail}")
             with open(result_path) as f:
                 return json.load(f)["results"]
@@ -142,9 +133,10 @@ class SparkEngine:
 
     def stage(self, request: StagingRequest, io_: FileIO) -> StagingResult:
         [outcome] = self.stage_many([request], io_)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
+        if isinstance(outcome, StagingResult):
+            return outcome
+        e = outcome  # the FileRejected or IntegrityError stage_many kept for this file: a re-raise
+        raise e
 
     def stage_many(self, requests: list[StagingRequest], io_: FileIO) -> list[StagingResult | Exception]:
         """Stage several files in one Spark session. Each file gets its result, or the exception
@@ -160,8 +152,8 @@ class SparkEngine:
                 except (FileRejected, IntegrityError) as e:
                     outcomes[i] = e
             if prepared:
-                for i, out in zip([p[0] for p in prepared], self._results([p[1] for p in prepared]), strict=True):
-                    _, req, header, match, digest = next(p for p in prepared if p[0] == i)
+                results = self._results([p[1] for p in prepared])
+                for (i, req, header, match, digest), out in zip(prepared, results, strict=True):
                     try:
                         outcomes[i] = self._finish(requests[i], io_, req, out, header, match, digest)
                     except (FileRejected, IntegrityError) as e:
@@ -181,10 +173,7 @@ class SparkEngine:
             while chunk := f.read(8 << 20):
                 sha.update(chunk)
         digest = sha.hexdigest()
-        if request.expected_sha256 and not digest.startswith(request.expected_sha256):
-            raise IntegrityError(
-                f"{request.source_uri} no longer matches its partition's hash: the partition was landed with sha256 "
-                f"{request.expected_sha256}…, the bytes read now hash to {digest[:16]}…. Nothing was staged.")
+        check_landed_bytes(request, digest)
         if not self.jobs.local_files:  # a cluster: Spark's part files next to the temporary outputs
             return job_request(request, header, request.staging_uri + ".spark",
                                request.quarantine_uri + ".spark"), header, match, digest
@@ -202,7 +191,7 @@ class SparkEngine:
     def _results(self, reqs: list[dict]) -> list[dict]:
         results = self.jobs.run(reqs)
         if len(results) != len(reqs):
-            raise RuntimeError(f"the Spark job returned {len(results)} results for {len(reqs)} files "
+            raise IntegrityError(f"the Spark job returned {len(results)} results for {len(reqs)} files "
                                f"({', '.join(r['source_name'] for r in reqs)}); nothing was staged")
         return results
 
@@ -212,6 +201,8 @@ class SparkEngine:
         contract = request.contract
         if "refused" in out:
             raise FileRejected(request.source_name, contract.dataset, out["refused"], header=header)
+        if "inconsistent" in out:
+            raise ContractError(f"contract {contract.dataset}: {out['inconsistent']}")
         result = StagingResult(read_path="spark", sha256=digest, header=match,
                                staging_uri=request.staging_uri, quarantine_uri=request.quarantine_uri)
         s_schema, q_schema = staging_schema(contract), quarantine_schema(contract)
@@ -230,9 +221,7 @@ class SparkEngine:
             result.examples = list(out.get("examples", []))
             if out.get("newest_event_time"):
                 result.newest_event_time = datetime.fromisoformat(out["newest_event_time"])
-            if result.rows_read == 0 and contract.spec.empty_file == "reject":
-                raise FileRejected(request.source_name, contract.dataset, "the file has a header but no data rows",
-                                   header=header)
+            check_not_empty(request, result, header)
             return result
         except BaseException:
             for uri in (request.staging_uri, request.quarantine_uri):

@@ -34,21 +34,24 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+# core.names' system columns (this file imports nothing of the project): the driver reads Spark's
+# files by these names into the staging and quarantine schemas, so a difference fails loudly.
 SOURCE_FILE, SOURCE_LINE = "_source_file", "_source_line"
 Q_COLUMNS, Q_RULES, Q_ERRORS, Q_RAW = "_failed_columns", "_failed_rules", "_errors", "_raw_record"
-# As checks.contract: ASCII digits only, and the number grammar the casts there accept.
-_INTEGER = r"^[+-]?[0-9]+$"
-_DECIMAL = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)$"
+# The grammar of values (integers, decimals, booleans, sub-microsecond fractions) comes with the
+# contract (core.rules.GRAMMAR); this one is Spark's own: what polars' float cast accepts.
 _FLOAT = r"^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|(?i:inf|infinity|nan))$"
-_SUB_MICROSECOND = r"[.,][0-9]{6}[0-9]*[1-9]"
 _WHITESPACE = r"^[\p{IsWhite_Space}]+|[\p{IsWhite_Space}]+$"  # what Rust's trim() strips
 _MISSING = "\u0000missing\u0000"  # a field the record does not have (never a value in a text file)
-MAX_EXAMPLES = 5  # quarantine reasons returned for people (as engine.arrow.stager)
 INTEGER_TYPES = {"int16": T.ShortType(), "int32": T.IntegerType(), "int64": T.LongType()}
 
 
 class NotOnSpark(Exception):  # noqa: N818 - a verdict, named as the message reads
     """A file this engine cannot read as the Arrow engine would: nothing is written."""
+
+
+class Inconsistent(Exception):  # noqa: N818
+    """The row split and pandera disagree: a bug in the compiled contract, reported to the driver."""
 
 
 def session(app: str = "lake-staging") -> SparkSession:
@@ -115,13 +118,13 @@ def _spark_type(col: dict) -> T.DataType:
             "date": T.DateType(), "timestamp": T.TimestampNTZType(), **INTEGER_TYPES}[name]
 
 
-def _decimal_digits(text: Column) -> tuple[Column, Column]:
-    integer = F.length(F.regexp_extract(text, r"^[+-]?0*([0-9]*)", 1))
-    fraction = F.length(F.regexp_extract(text, r"\.([0-9]*?)0*$", 1))
+def _decimal_digits(text: Column, g: dict) -> tuple[Column, Column]:
+    integer = F.length(F.regexp_extract(text, g["integer_digits"], 1))
+    fraction = F.length(F.regexp_extract(text, g["fraction_digits"], 1))
     return integer, fraction
 
 
-def _parse(col: dict, raw: Column) -> Column:
+def _parse(col: dict, raw: Column, g: dict) -> Column:
     """The typed value of a column's text, or null where the text is no value of the type. The
     text as it is first, stripped only where that fails (Spark evaluates a coalesce lazily), as
     the Arrow engine retries only the values its first parse missed."""
@@ -136,25 +139,25 @@ def _parse(col: dict, raw: Column) -> Column:
                 if kind == "timestamp":
                     parsed = F.try_to_timestamp(text, F.lit(java_pattern(fmt)))
                     if "%.f" in fmt:
-                        parsed = F.when(~text.rlike(_SUB_MICROSECOND), parsed)  # chrono would drop nanoseconds
+                        parsed = F.when(~text.rlike(g["sub_microsecond"]), parsed)  # chrono would drop nanoseconds
                 else:
                     parsed = F.try_to_date(text, java_pattern(fmt))
                 tries.append(parsed)
         return F.coalesce(*tries)
-    return F.coalesce(_parse_text(col, raw), _parse_text(col, stripped))
+    return F.coalesce(_parse_text(col, raw, g), _parse_text(col, stripped, g))
 
 
-def _parse_text(col: dict, text: Column) -> Column:
+def _parse_text(col: dict, text: Column, g: dict) -> Column:
     kind = col["type"]
     if kind == "boolean":
         low = F.lower(text)
-        return F.when(low.isin(*TRUE_WORDS), F.lit(True)).when(low.isin(*FALSE_WORDS), F.lit(False))
+        return F.when(low.isin(*g["true_words"]), F.lit(True)).when(low.isin(*g["false_words"]), F.lit(False))
     if kind == "decimal":
-        integer, fraction = _decimal_digits(text)
-        fits = text.rlike(_DECIMAL) & (integer <= col["precision"] - col["scale"]) & (fraction <= col["scale"])
+        integer, fraction = _decimal_digits(text, g)
+        fits = text.rlike(g["decimal"]) & (integer <= col["precision"] - col["scale"]) & (fraction <= col["scale"])
         return F.when(fits, text.try_cast(_spark_type(col)))
     if kind in INTEGER_TYPES:
-        return F.when(text.rlike(_INTEGER), text.try_cast(INTEGER_TYPES[kind]))
+        return F.when(text.rlike(g["integer"]), text.try_cast(INTEGER_TYPES[kind]))
     low = F.lower(text)
     special = (F.when(low.rlike(r"^[+]?(inf|infinity)$"), F.lit(float("inf")))
                .when(low.rlike(r"^-(inf|infinity)$"), F.lit(float("-inf")))
@@ -162,17 +165,17 @@ def _parse_text(col: dict, text: Column) -> Column:
     return F.when(text.rlike(_FLOAT), F.coalesce(text.try_cast(T.DoubleType()), special))
 
 
-def _unparsed_rule(col: dict, raw: Column) -> Column:
+def _unparsed_rule(col: dict, raw: Column, g: dict) -> Column:
     """For text no format accepted: the rule it broke, as checks.contract names it."""
     kind, declared = col["type"], col["declared"]
     text = F.regexp_replace(raw, _WHITESPACE, "")
     as_formats = f" as {' or '.join(col['declared_formats'])}" if col["declared_formats"] else ""
     generic = F.lit(f"type({declared}{as_formats})")
     if kind in INTEGER_TYPES:
-        return F.when(text.rlike(_INTEGER), F.lit(f"out_of_range({declared})")).otherwise(generic)
+        return F.when(text.rlike(g["integer"]), F.lit(f"out_of_range({declared})")).otherwise(generic)
     if kind == "decimal":
-        integer, fraction = _decimal_digits(text)
-        number = text.rlike(_DECIMAL)
+        integer, fraction = _decimal_digits(text, g)
+        number = text.rlike(g["decimal"])
         return (F.when(number & (fraction > col["scale"]), F.lit(f"scale({declared})"))
                 .when(number & (integer > col["precision"] - col["scale"]), F.lit(f"precision({declared})"))
                 .otherwise(generic))
@@ -180,12 +183,8 @@ def _unparsed_rule(col: dict, raw: Column) -> Column:
     if fractional:
         micro = F.regexp_replace(text, r"([.,][0-9]{6})[0-9]+", "$1")
         parses = F.coalesce(*[F.try_to_timestamp(micro, F.lit(java_pattern(f))) for f in fractional]).isNotNull()
-        return F.when(text.rlike(_SUB_MICROSECOND) & parses, F.lit("precision(timestamp)")).otherwise(generic)
+        return F.when(text.rlike(g["sub_microsecond"]) & parses, F.lit("precision(timestamp)")).otherwise(generic)
     return generic
-
-
-TRUE_WORDS = ["true", "t", "yes", "y", "1"]
-FALSE_WORDS = ["false", "f", "no", "n", "0"]
 
 
 def _literal(value: Any, spark_type: T.DataType) -> Column:
@@ -285,7 +284,7 @@ def _records(spark: SparkSession, req: dict) -> DataFrame:
 # -- staging -----------------------------------------------------------------------------------
 def stage(spark: SparkSession, req: dict) -> dict:
     contract = req["contract"]
-    cols = contract["columns"]
+    cols, g = contract["columns"], contract["grammar"]
     names = [c["name"] for c in cols]
     types = {c["name"]: _spark_type(c) for c in cols}
     records = _records(spark, req).cache()
@@ -293,7 +292,7 @@ def stage(spark: SparkSession, req: dict) -> dict:
     good = records.where(~F.col("_structure"))
     typed = good.select(
         SOURCE_LINE, *[F.col(c).alias(f"raw__{c}") for c in names],
-        *[_parse(c, F.col(c["name"])).cast(types[c["name"]]).alias(c["name"]) for c in cols])
+        *[_parse(c, F.col(c["name"]), g).cast(types[c["name"]]).alias(c["name"]) for c in cols])
     failures = []  # (column, rule, value) per failed check, in the Arrow engine's order
     broken = []  # the same conditions as plain booleans: one cheap test per row decides
     for c in cols:
@@ -302,7 +301,7 @@ def stage(spark: SparkSession, req: dict) -> dict:
         raw = F.col(f"raw__{c['name']}")
         broken.append(raw.isNotNull() & F.col(c["name"]).isNull())
         failures.append(F.when(broken[-1], F.struct(
-            F.lit(c["name"]).alias("column"), _unparsed_rule(c, raw).alias("rule"), raw.alias("value"))))
+            F.lit(c["name"]).alias("column"), _unparsed_rule(c, raw, g).alias("rule"), raw.alias("value"))))
     unparsed = {c["name"]: F.col(f"raw__{c['name']}").isNotNull() & F.col(c["name"]).isNull()
                 for c in cols if c["type"] != "string"}
     for rule in contract["rules"]:
@@ -370,13 +369,14 @@ def stage(spark: SparkSession, req: dict) -> dict:
     quarantined = ordered.drop("_rank", "_public")
     staged.write.mode("overwrite").parquet(req["staging_uri"])
     quarantined.write.mode("overwrite").parquet(req["quarantine_uri"])
-    examples = [f"line {r[0]}: {r[1]}" for r in ordered.select(SOURCE_LINE, "_public").limit(MAX_EXAMPLES).collect()]
+    first = ordered.select(SOURCE_LINE, "_public").limit(req["max_examples"]).collect()
+    examples = [f"line {r[0]}: {r[1]}" for r in first]
     rows_read = records.count()
     written = spark.read.parquet(req["staging_uri"])
     rows_staged = written.count()
     verdict = pandera_verdict(written.select(*names), contract, types)
     if verdict:
-        raise RuntimeError(f"{req['source_name']}: pandera's pyspark schema refuses rows the row split staged "
+        raise Inconsistent(f"{req['source_name']}: pandera's pyspark schema refuses rows the row split staged "
                            f"(the compiled contract is inconsistent; nothing is published): {verdict}")
     counts = quarantined.select(F.explode(F.arrays_zip(Q_COLUMNS, Q_RULES)).alias("f")) \
         .groupBy(F.col(f"f.{Q_COLUMNS}").alias("c"), F.col(f"f.{Q_RULES}").alias("r")).count().collect()
@@ -453,6 +453,8 @@ def run_all(requests: list[dict]) -> list[dict]:
 def _run(spark: SparkSession, req: dict) -> dict:
     try:
         return stage(spark, req)
+    except Inconsistent as e:
+        return {"inconsistent": str(e)}
     except NotOnSpark as e:
         return {"refused": f"{req['source_name']} cannot be staged on Spark as the Arrow engine would: {e}. "
                            "Nothing was written; declare `engine: arrow` for this dataset to stage it."}

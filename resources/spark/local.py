@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from core.errors import IntegrityError
 from engine.spark import JOB, job_env, spark_python
 
 
@@ -21,7 +22,7 @@ def results_of(messages: list[Any], requests: list[dict], where: str) -> list[di
     found = [m["results"] for m in messages if isinstance(m, dict) and "results" in m]
     names = ", ".join(r["source_name"] for r in requests)
     if not found:
-        raise RuntimeError(f"the Spark job on {where} reported no result for {names}; nothing was staged "
+        raise IntegrityError(f"the Spark job on {where} reported no result for {names}; nothing was staged "
                            "(its log is in the run's event log)")
     return found[-1]
 
