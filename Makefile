@@ -48,7 +48,7 @@ $(CHROMIUM):
 test: $(VENV)/.installed $(SPARK_VENV)/.installed $(CHROMIUM)
 	$(PY) -m ruff check .
 	$(PY) -m cli dbt-parse
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 bench: $(VENV)/.installed
 	$(PY) -m cli dbt-parse

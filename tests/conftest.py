@@ -73,3 +73,9 @@ def one_spark_at_a_time():
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The Spark tests first: they take turns on one lock for minutes, and at the end of a worker's
+    queue they would be the suite's tail; first, the other workers' tests overlap them."""
+    items.sort(key=lambda item: 0 if "one_spark_at_a_time" in getattr(item, "fixturenames", ()) else 1)

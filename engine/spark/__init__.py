@@ -111,8 +111,8 @@ class SubprocessJobs:
             if done.returncode != 0:
                 tail = "\n".join(done.stderr.strip().splitlines()[-40:])
                 names = ", ".join(r["source_name"] for r in requests)
-                raise ResourceUnavailable(f"the Spark job failed (exit {done.returncode}) on {names}; nothing was "
-                                   f"staged:\n{tail}")
+                raise ResourceUnavailable(f"the Spark job failed (exit {done.returncode}) on {names}; "
+                                          f"nothing was staged:\n{tail}")
             with open(result_path) as f:
                 return json.load(f)["results"]
         finally:

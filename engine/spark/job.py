@@ -236,7 +236,6 @@ def _numbered_lines(spark: SparkSession, uri: str) -> DataFrame:
         "text", (F.col("_offset") + place + 1).alias(SOURCE_LINE))
 
 
-
 def _records(spark: SparkSession, req: dict) -> DataFrame:
     """Every data record of the file as its contract columns' text, with its line number.
 
@@ -458,6 +457,8 @@ def _run(spark: SparkSession, req: dict) -> dict:
     except NotOnSpark as e:
         return {"refused": f"{req['source_name']} cannot be staged on Spark as the Arrow engine would: {e}. "
                            "Nothing was written; declare `engine: arrow` for this dataset to stage it."}
+    finally:
+        spark.catalog.clearCache()  # what one file cached (its lines, records, checks) goes with it
 
 
 if __name__ == "__main__":
